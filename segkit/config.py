@@ -1,0 +1,63 @@
+"""Config checks that run before any data is read or any MLflow run is created.
+
+Hydra already refuses unknown keys (the composed config is in struct mode) and unknown group
+options; these checks catch values that are well-formed but impossible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from segkit.errors import SegkitError
+from segkit.metrics import SUMMARY_KEYS
+from segkit.models.unet import check_unet_args
+from segkit.training import PRECISIONS
+
+
+class ConfigError(SegkitError):
+    """A config value that cannot work, named by its full key."""
+
+
+def register_resolvers(root: Path) -> None:
+    """``${project_root:}``: the folder holding run.py and conf/ (outputs, mlflow.db go there)."""
+    OmegaConf.register_new_resolver("project_root", lambda: str(root), replace=True)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the key and the fix for the first impossible value."""
+    m, t, d, s = cfg.model, cfg.trainer, cfg.data, cfg.split
+    _require(isinstance(d.image_size, int) and d.image_size >= 8,
+             f"data.image_size={d.image_size} must be an integer >= 8")
+    check_unet_args(d.image_size, m.depth, m.filters)
+    _require(m.kernel_size >= 1 and m.kernel_size % 2 == 1,
+             f"model.kernel_size={m.kernel_size} must be a positive odd integer")
+    _require(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1)")
+    _require(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr} must be > 0")
+    _require(t.epochs >= 1, f"trainer.epochs={t.epochs} must be >= 1")
+    _require(t.batch_size >= 1, f"trainer.batch_size={t.batch_size} must be >= 1")
+    _require(t.precision in PRECISIONS,
+             f"trainer.precision={t.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
+    _require(0 <= s.val_fraction < 1, f"split.val_fraction={s.val_fraction} must be in [0, 1)")
+    if s.name != "official":
+        _require(0 < s.test_fraction < 1,
+                 f"split.test_fraction={s.test_fraction} must be in (0, 1)")
+    _require(0 < cfg.eval.threshold < 1, f"eval.threshold={cfg.eval.threshold} must be in (0, 1)")
+    objectives = [f"val_{k}" for k in SUMMARY_KEYS]
+    _require(cfg.objective in objectives,
+             f"objective={cfg.objective!r} must be a validation metric (the held-out split "
+             f"never selects models): use one of {', '.join(objectives)}")
+    _require(d.limit is None or d.limit >= 1, f"data.limit={d.limit} must be >= 1 or null")
+
+
+def check_batch_size(batch_size: int, train_size: int) -> None:
+    """Once the split is known: a batch larger than the training set cannot fill one step."""
+    _require(batch_size <= train_size,
+             f"trainer.batch_size={batch_size} is larger than the training set ({train_size} "
+             "images): lower trainer.batch_size or use more data")

@@ -19,9 +19,14 @@ from segkit.data import Prepared, prepare
 from segkit.data.pipeline import make_dataset
 from segkit.evaluation import Evaluation, evaluate
 from segkit.losses import build_loss
-from segkit.metrics import training_metrics
 from segkit.models import build_model
-from segkit.training import build_callbacks, build_optimizer, resolve_precision
+from segkit.training import (
+    TimeLimit,
+    build_callbacks,
+    build_optimizer,
+    resolve_precision,
+    training_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,8 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path) -> 
     train_ds = make_dataset(data.images["train"], data.masks["train"], t.batch_size,
                             training=True, seed=cfg.seed, augment=cfg.augment.name)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
-    callbacks = build_callbacks(cfg.callbacks, run_dir) + [tracking.MLflowEpochLogger()]
+    callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes)
+    callbacks.append(tracking.MLflowEpochLogger())
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
                         verbose=t.verbose, shuffle=False)  # the tf.data pipeline shuffles
@@ -52,7 +58,9 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path) -> 
     best_ckpt = run_dir / "checkpoints" / "best.keras"
     if cfg.callbacks.checkpoint.enabled and best_ckpt.is_file():
         model.load_weights(best_ckpt)  # evaluate the checkpoint the validation carve-out chose
-    return {"train_seconds": seconds, "epochs_run": len(history.epoch)}
+    limited = any(isinstance(cb, TimeLimit) and cb.stopped_early for cb in callbacks)
+    return {"train_seconds": seconds, "epochs_run": len(history.epoch),
+            "time_limit_hit": float(limited)}
 
 
 def _log_evaluation(result: Evaluation, prefix: str) -> None:

@@ -12,12 +12,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit.errors import SegkitError
 from segkit.metrics import SUMMARY_KEYS
-from segkit.models.unet import check_unet_args
-from segkit.training import PRECISIONS
+
+# This module imports no TensorFlow/Keras, so a bad override fails within a second.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 class ConfigError(SegkitError):
     """A config value that cannot work, named by its full key."""
+
+
+def check_unet_args(image_size: int, depth: int, filters: int) -> None:
+    """Raise ConfigError for shapes a U-Net cannot take (before any data is loaded)."""
+    if depth < 1:
+        raise ConfigError(f"model.depth={depth} must be >= 1")
+    if filters < 1:
+        raise ConfigError(f"model.filters={filters} must be >= 1")
+    if image_size % (2**depth):
+        raise ConfigError(
+            f"data.image_size={image_size} is not divisible by 2^model.depth={2**depth}: "
+            f"use a multiple of {2**depth} or a smaller depth"
+        )
 
 
 def register_resolvers(root: Path) -> None:
@@ -41,6 +55,8 @@ def validate(cfg: DictConfig) -> None:
     _require(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1)")
     _require(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr} must be > 0")
     _require(t.epochs >= 1, f"trainer.epochs={t.epochs} must be >= 1")
+    _require(t.max_minutes is None or t.max_minutes > 0,
+             f"trainer.max_minutes={t.max_minutes} must be > 0 or null")
     _require(t.batch_size >= 1, f"trainer.batch_size={t.batch_size} must be >= 1")
     _require(t.precision in PRECISIONS,
              f"trainer.precision={t.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")

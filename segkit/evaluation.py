@@ -23,11 +23,13 @@ class Evaluation:
 
     def per_image(self) -> list[dict]:
         scores = per_image_scores(self.counts)
+        tp, fp, _, fn = self.counts.T
         pixels = self.counts.sum(axis=1)
         return [
-            {"name": n, "dice": float(d), "iou": float(i),
-             "truth_fraction": float((c[0] + c[3]) / p), "pred_fraction": float((c[0] + c[1]) / p)}
-            for n, d, i, c, p in zip(self.names, scores["dice"], scores["iou"], self.counts, pixels)
+            {"name": name, "dice": float(scores["dice"][i]), "iou": float(scores["iou"][i]),
+             "truth_fraction": float((tp[i] + fn[i]) / pixels[i]),
+             "pred_fraction": float((tp[i] + fp[i]) / pixels[i])}
+            for i, name in enumerate(self.names)
         ]
 
 

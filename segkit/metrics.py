@@ -1,4 +1,4 @@
-"""Segmentation metrics: Keras training metrics and exact per-image NumPy scores.
+"""Exact segmentation scores in NumPy (the Keras training metrics live in segkit.training).
 
 Conventions (documented in the README):
 - Foreground IoU and Dice of a binary prediction P against truth T:
@@ -11,34 +11,7 @@ Conventions (documented in the README):
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-
-
-@keras.saving.register_keras_serializable(package="segkit")
-class Dice(keras.metrics.BinaryIoU):
-    """Pixel-level foreground Dice over everything seen since the last reset.
-
-    Reuses BinaryIoU's confusion-matrix accumulation: for the same TP/FP/FN,
-    Dice = 2 IoU / (1 + IoU) exactly.
-    """
-
-    def __init__(self, threshold=0.5, name="dice", dtype=None, **kwargs):
-        kwargs.pop("target_class_ids", None)
-        super().__init__(target_class_ids=[1], threshold=threshold, name=name, dtype=dtype)
-
-    def result(self):
-        iou = super().result()
-        return 2.0 * iou / (1.0 + iou)
-
-
-def training_metrics(threshold: float = 0.5) -> list[keras.metrics.Metric]:
-    """Pixel accuracy, foreground Dice and foreground IoU, logged every epoch."""
-    return [
-        keras.metrics.BinaryAccuracy(threshold=threshold, name="accuracy"),
-        Dice(threshold=threshold, name="dice"),
-        keras.metrics.BinaryIoU(target_class_ids=[1], threshold=threshold, name="iou"),
-    ]
 
 
 def confusion_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:

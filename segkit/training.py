@@ -9,11 +9,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from segkit.config import PRECISIONS
 from segkit.errors import SegkitError
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
@@ -60,8 +59,35 @@ def build_optimizer(opt_cfg) -> keras.optimizers.Optimizer:
     raise SegkitError(f"optimizer.name={name!r} is unknown: use adam, adamw or sgd")
 
 
+@keras.saving.register_keras_serializable(package="segkit")
+class Dice(keras.metrics.BinaryIoU):
+    """Pixel-level foreground Dice over everything seen since the last reset.
+
+    Reuses BinaryIoU's confusion-matrix accumulation: for the same TP/FP/FN,
+    Dice = 2 IoU / (1 + IoU) exactly.
+    """
+
+    def __init__(self, threshold=0.5, name="dice", dtype=None, **kwargs):
+        kwargs.pop("target_class_ids", None)
+        super().__init__(target_class_ids=[1], threshold=threshold, name=name, dtype=dtype)
+
+    def result(self):
+        iou = super().result()
+        return 2.0 * iou / (1.0 + iou)
+
+
+def training_metrics(threshold: float = 0.5) -> list[keras.metrics.Metric]:
+    """Pixel accuracy, foreground Dice and foreground IoU, pooled over each epoch's pixels
+    (the per-image mDice of evaluation is computed by segkit.metrics)."""
+    return [
+        keras.metrics.BinaryAccuracy(threshold=threshold, name="accuracy"),
+        Dice(threshold=threshold, name="dice"),
+        keras.metrics.BinaryIoU(target_class_ids=[1], threshold=threshold, name="iou"),
+    ]
+
+
 class EpochTimer(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` and ``learning_rate`` to each epoch's logs, so trackers record them."""
+    """Adds ``epoch_seconds`` and ``learning_rate`` to each epoch's logs for the trackers."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -69,13 +95,43 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            lr = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
 
 
-def build_callbacks(cb_cfg, run_dir: Path) -> list[keras.callbacks.Callback]:
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training at an epoch boundary once another epoch would exceed ``minutes``.
+
+    Hand-written: Keras has no wall-clock stopping callback. ``stopped_early`` tells
+    whether the limit, rather than the epoch count, ended training.
+    """
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = minutes * 60.0
+        self.stopped_early = False
+
+    def on_train_begin(self, logs=None):
+        self._start = self._last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        epoch_seconds, self._last = now - self._last, now
+        if now - self._start + epoch_seconds > self.seconds:
+            self.stopped_early = True
+            self.model.stop_training = True
+            log.info("trainer.max_minutes=%.4g reached after epoch %d: stopping",
+                     self.seconds / 60, epoch + 1)
+
+
+def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None
+                    ) -> list[keras.callbacks.Callback]:
     """EarlyStopping, best-model ModelCheckpoint, ReduceLROnPlateau and TensorBoard, each
-    switched on by its ``enabled`` flag; they all watch the validation carve-out."""
+    switched on by its ``enabled`` flag (they all watch the validation carve-out), plus a
+    wall-clock TimeLimit when ``max_minutes`` is set."""
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
+    if max_minutes:
+        callbacks.append(TimeLimit(max_minutes))
     es = cb_cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from segkit.models.unet import ModelConfigError, build_unet, check_unet_args
+from segkit.config import ConfigError
+from segkit.models.unet import build_unet
 
 BUILDERS = {"unet": build_unet}
 
@@ -13,10 +14,10 @@ def build_model(model_cfg, image_size: int) -> keras.Model:
     """Build the model named by ``model_cfg.name`` with the rest of ``model_cfg`` as arguments."""
     kwargs = {k: v for k, v in dict(model_cfg).items() if k != "name"}
     if model_cfg.name not in BUILDERS:
-        raise ModelConfigError(
+        raise ConfigError(
             f"model.name={model_cfg.name!r} is unknown: use one of {sorted(BUILDERS)}"
         )
     return BUILDERS[model_cfg.name](image_size=image_size, **kwargs)
 
 
-__all__ = ["BUILDERS", "ModelConfigError", "build_model", "build_unet", "check_unet_args"]
+__all__ = ["BUILDERS", "build_model", "build_unet"]

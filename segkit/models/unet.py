@@ -5,24 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segkit.errors import SegkitError
-
-
-class ModelConfigError(SegkitError):
-    """A model configuration that cannot be built."""
-
-
-def check_unet_args(image_size: int, depth: int, filters: int) -> None:
-    """Raise ModelConfigError for shapes the U-Net cannot take (before any data is loaded)."""
-    if depth < 1:
-        raise ModelConfigError(f"model.depth={depth} must be >= 1")
-    if filters < 1:
-        raise ModelConfigError(f"model.filters={filters} must be >= 1")
-    if image_size % (2**depth):
-        raise ModelConfigError(
-            f"data.image_size={image_size} is not divisible by 2^model.depth={2**depth}: "
-            f"use a multiple of {2**depth} or a smaller depth"
-        )
+from segkit.config import ConfigError, check_unet_args
 
 
 def _conv_block(x, filters: int, kernel_size: int, batch_norm: bool, dropout: float, name: str):
@@ -54,7 +37,7 @@ def build_unet(
     """
     check_unet_args(image_size, depth, filters)
     if upsampling not in ("transpose", "bilinear"):
-        raise ModelConfigError(
+        raise ConfigError(
             f"model.upsampling={upsampling!r} is unknown: use transpose or bilinear"
         )
     inputs = keras.Input((image_size, image_size, channels), name="image")

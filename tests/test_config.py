@@ -1,0 +1,79 @@
+"""The config tree composes, presets apply, and impossible values fail before any work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from segkit.config import ConfigError, check_batch_size, validate
+from tests.conftest import ROOT
+
+
+def test_default_config_is_the_reference_shape_and_valid(compose_cfg):
+    cfg = compose_cfg()
+    validate(cfg)
+    assert (cfg.data.image_size, cfg.model.name, cfg.loss.name, cfg.optimizer.name) == (
+        256, "unet", "bce", "adam")
+    assert cfg.split.name == "official" and cfg.objective == "val_mdice"
+    assert cfg.tracking.uri.startswith("sqlite:///") or "MLFLOW_TRACKING_URI" in os.environ
+
+
+def test_env_var_sets_data_root(compose_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("SEGKIT_DATA_DIR", str(tmp_path))
+    assert compose_cfg().data.root == str(tmp_path)
+    monkeypatch.delenv("SEGKIT_DATA_DIR")
+    assert compose_cfg().data.root == f"{ROOT}/data/kvasir-seg"
+
+
+def test_presets_compose(compose_cfg):
+    ref = compose_cfg("experiment=reference")
+    assert (ref.trainer.epochs, ref.trainer.batch_size, ref.optimizer.lr) == (30, 8, 1e-3)
+    assert ref.callbacks.early_stopping.enabled and ref.loss.name == "bce"
+    smoke = compose_cfg("debug=smoke")
+    validate(smoke)
+    assert smoke.data.image_size == 64 and smoke.trainer.epochs <= 2
+
+
+@pytest.mark.parametrize("override, error, key", [
+    ("model.depth=0", ConfigError, "model.depth"),
+    ("model.filters=0", ConfigError, "model.filters"),
+    ("data.image_size=100", ConfigError, "data.image_size=100"),
+    ("optimizer.lr=0", ConfigError, "optimizer.lr"),
+    ("trainer.batch_size=0", ConfigError, "trainer.batch_size"),
+    ("trainer.precision=fp8", ConfigError, "trainer.precision"),
+    ("objective=test_mdice", ConfigError, "objective"),
+    ("eval.threshold=1.5", ConfigError, "eval.threshold"),
+])
+def test_impossible_values_fail_validation(compose_cfg, override, error, key):
+    with pytest.raises(error, match=key.replace(".", r"\.")):
+        validate(compose_cfg(override))
+
+
+def test_batch_larger_than_training_set():
+    with pytest.raises(ConfigError, match="trainer.batch_size=16 is larger"):
+        check_batch_size(16, 10)
+    check_batch_size(10, 10)
+
+
+def _run_cli(*args, env_extra=None, tmp_path=None):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/never.db",
+           **(env_extra or {})}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args,
+                           f"hydra.run.dir={tmp_path}/out"],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.filter=32", "Key 'filter' is not in struct"),
+    ("loss=focalish", "Could not find 'loss/focalish'"),
+    ("model.depth=0", "error: model.depth=0 must be >= 1"),
+])
+def test_cli_rejects_before_any_work(tmp_path, override, expected):
+    res = _run_cli(override, "data.root=/nonexistent", tmp_path=tmp_path)
+    assert res.returncode != 0
+    assert expected in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "never.db").exists()  # no MLflow store was touched

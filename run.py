@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from segkit.config import register_resolvers
+from segkit.config import register_resolvers, validate
 from segkit.errors import SegkitError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
@@ -23,11 +23,12 @@ log = logging.getLogger("segkit")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from segkit.app import run_experiment  # after Hydra parsed the CLI: --help stays fast
-
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     try:
+        validate(cfg)  # before TensorFlow is imported: a bad value fails in about a second
+        from segkit.app import run_experiment
+
         return run_experiment(cfg, root=ROOT, run_dir=out, hydra_dir=out / hc.output_subdir,
                               run_name=hc.job.override_dirname or None)
     except SegkitError as exc:

@@ -84,6 +84,7 @@ def run_experiment(cfg: DictConfig, *, root: Path, run_dir: Path,
     """
     validate(cfg)
     policy = resolve_precision(cfg.trainer.precision)
+    keras.backend.clear_session()  # sweeps run many jobs in one process: start clean
     keras.utils.set_random_seed(cfg.seed)
     data = prepare(cfg.data, cfg.split)
     check_batch_size(cfg.trainer.batch_size, len(data.split.train))

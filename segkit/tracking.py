@@ -127,9 +127,16 @@ class MLflowEpochLogger(keras.callbacks.Callback):
 
 
 def log_model(model: keras.Model, sample: np.ndarray, registered_name: str | None = None) -> str:
-    """Log ``model`` in Keras 3 format with an input/output signature; return its model URI."""
+    """Log ``model`` in Keras 3 format with an input/output signature; return its model URI.
+
+    The logged copy is uncompiled (same layers and weights, no optimizer, loss or metrics),
+    so it loads with plain Keras or ``mlflow.pyfunc`` where segkit is not installed.
+    """
     from mlflow.models import infer_signature
 
+    # Not keras.models.clone_model: in Keras 3 it copies the compile state too.
+    trained, model = model, keras.Model.from_config(model.get_config())
+    model.set_weights(trained.get_weights())
     sample = sample.astype(np.float32)
     signature = infer_signature(sample, np.asarray(model.predict_on_batch(sample), np.float32))
     versions = package_versions()

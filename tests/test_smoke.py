@@ -76,7 +76,7 @@ def test_logged_model_reloads_and_reproduces_metrics(smoke_run, real_root):
     uri, run, out, cache = smoke_run
     model_uri = run.data.tags["segkit.model_uri"]
     reloaded = mlflow.keras.load_model(model_uri)
-    best = keras.saving.load_model(out / "checkpoints" / "best.keras")
+    best = keras.saving.load_model(out / "checkpoints" / "best.keras", compile=False)
 
     test_names = (real_root / "splits" / "val.txt").read_text().split()
     samples = [s for s in discover(real_root) if s.name in test_names]
@@ -86,6 +86,12 @@ def test_logged_model_reloads_and_reproduces_metrics(smoke_run, real_root):
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     np.testing.assert_allclose(np.asarray(pyfunc.predict(x)), reloaded.predict_on_batch(x),
                                atol=1e-6)
+    # A fresh interpreter without segkit loads it too (the logged copy is uncompiled).
+    code = (f"import mlflow, numpy as np; m = mlflow.pyfunc.load_model({model_uri!r}); "
+            "print(np.asarray(m.predict(np.zeros((1, 64, 64, 3), np.float32))).shape)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": uri}, timeout=300)
+    assert res.stdout.strip().endswith("(1, 64, 64, 1)"), res.stderr[-2000:]
     again = evaluate(reloaded, images, masks, [s.name for s in samples], split="official/test")
     assert again.metrics["mdice"] == pytest.approx(run.data.metrics["test_mdice"], abs=1e-9)
     assert again.metrics["pixel_accuracy"] == pytest.approx(

@@ -1,0 +1,89 @@
+"""Precision choice, optimizers, callbacks and the input pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from segkit.data.pipeline import make_dataset
+from segkit.errors import SegkitError
+from segkit.training import (
+    TimeLimit,
+    build_callbacks,
+    build_optimizer,
+    cpu_has_bf16,
+    resolve_precision,
+)
+
+
+def test_cpu_bf16_detection_from_flags():
+    assert cpu_has_bf16("flags : fpu sse avx2 amx_bf16 amx_tile")
+    assert cpu_has_bf16("flags : avx512f avx512_bf16")
+    assert not cpu_has_bf16("flags : fpu sse avx2 fma")
+
+
+def test_resolve_precision():
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("mixed_float16") == "mixed_float16"
+    assert resolve_precision("auto") == ("mixed_bfloat16" if cpu_has_bf16() else "float32")
+    with pytest.raises(SegkitError, match="trainer.precision"):
+        resolve_precision("fp8")
+
+
+def test_optimizers_from_config():
+    adam = build_optimizer(OmegaConf.create({"name": "adam", "lr": 0.01, "clipnorm": 1.0}))
+    assert float(adam.learning_rate) == pytest.approx(0.01) and adam.clipnorm == 1.0
+    sgd = build_optimizer(OmegaConf.create({"name": "sgd", "lr": 0.1, "momentum": 0.8,
+                                            "nesterov": True, "clipnorm": None}))
+    assert sgd.momentum == 0.8 and sgd.nesterov
+    adamw = build_optimizer(OmegaConf.create({"name": "adamw", "lr": 1e-3,
+                                              "weight_decay": 0.01, "clipnorm": None}))
+    assert adamw.weight_decay == 0.01
+    with pytest.raises(SegkitError, match="optimizer.name"):
+        build_optimizer(OmegaConf.create({"name": "lion", "lr": 1e-3}))
+
+
+def test_callbacks_follow_enabled_flags(compose_cfg, tmp_path):
+    cfg = compose_cfg("callbacks.tensorboard.enabled=false", "callbacks.reduce_lr.enabled=false")
+    names = [type(cb).__name__ for cb in build_callbacks(cfg.callbacks, tmp_path, 5)]
+    assert names == ["EpochTimer", "TimeLimit", "EarlyStopping", "ModelCheckpoint"]
+
+
+def test_time_limit_stops_when_next_epoch_would_overrun():
+    class Model:
+        stop_training = False
+
+    limit = TimeLimit(minutes=1e-9)
+    limit.set_model(Model())
+    limit.on_train_begin()
+    limit.on_epoch_end(0)
+    assert limit.stopped_early and limit.model.stop_training
+
+
+def test_pipeline_batches_floats_and_augments_image_and_mask_together():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    masks = (images[..., :1] > 127).astype(np.uint8)  # the mask is a function of the pixels
+    originals = {im.tobytes() for im in images.astype(np.float32)}
+
+    def run(augment):
+        batches = list(make_dataset(images, masks, 4, training=True, seed=1, augment=augment))
+        assert [len(b[0]) for b in batches] == [4, 2]
+        seen = []
+        for x, y in batches:
+            assert x.dtype == "float32" and y.dtype == "float32"
+            np.testing.assert_array_equal(y.numpy(), (x.numpy()[..., :1] > 127).astype("f4"))
+            seen.extend(im.tobytes() for im in x.numpy())
+        return seen
+
+    assert set(run("none")) == originals  # shuffled, untouched
+    flipped = run("flips")
+    assert any(im not in originals for im in flipped)  # some were flipped or rotated
+
+
+def test_eval_pipeline_keeps_order():
+    images = np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1).repeat(3, axis=-1)
+    masks = np.zeros((5, 1, 1, 1), np.uint8)
+    xs = np.concatenate([x.numpy() for x, _ in make_dataset(images, masks, 2, training=False)])
+    np.testing.assert_array_equal(xs[:, 0, 0, 0], [0, 1, 2, 3, 4])

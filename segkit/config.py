@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.errors import SegkitError
-from segkit.metrics import SUMMARY_KEYS
+from segkit.metrics import SCORE_KEYS, SUMMARY_KEYS
 
 # This module imports no TensorFlow/Keras, so a bad override fails within a second.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -60,12 +60,18 @@ def validate(cfg: DictConfig) -> None:
     _require(t.batch_size >= 1, f"trainer.batch_size={t.batch_size} must be >= 1")
     _require(t.precision in PRECISIONS,
              f"trainer.precision={t.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
-    _require(0 <= s.val_fraction < 1, f"split.val_fraction={s.val_fraction} must be in [0, 1)")
+    _require(0 < s.val_fraction < 1, f"split.val_fraction={s.val_fraction} must be in (0, 1): "
+             "early stopping and model selection need a validation carve-out")
     if s.name != "official":
         _require(0 < s.test_fraction < 1,
                  f"split.test_fraction={s.test_fraction} must be in (0, 1)")
     _require(0 < cfg.eval.threshold < 1, f"eval.threshold={cfg.eval.threshold} must be in (0, 1)")
-    objectives = [f"val_{k}" for k in SUMMARY_KEYS]
+    _require(cfg.task in ("train", "evaluate"), f"task={cfg.task!r} is unknown: use train or "
+             "evaluate")
+    _require(cfg.task != "evaluate" or bool(cfg.model_uri),
+             "task=evaluate needs model_uri=<runs:/RUN_ID/model | models:/NAME/VERSION | path>")
+    _require(cfg.eval.bins >= 10, f"eval.bins={cfg.eval.bins} must be >= 10")
+    objectives = [f"val_{k}" for k in SUMMARY_KEYS + SCORE_KEYS]
     _require(cfg.objective in objectives,
              f"objective={cfg.objective!r} must be a validation metric (the held-out split "
              f"never selects models): use one of {', '.join(objectives)}")

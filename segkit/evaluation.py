@@ -1,30 +1,74 @@
-"""Score a model on one split, batch by batch, holding only confusion counts in memory."""
+"""Score a model on one split, batch by batch: per-image confusion counts at a grid of
+thresholds and class-wise score histograms are all that is kept in memory."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+from PIL import Image
 
-from segkit.metrics import confusion_counts, per_image_scores, summarize
+from segkit.data.dataset import Sample, load_mask
+from segkit.metrics import (
+    THRESHOLDS,
+    ScoreHistogram,
+    per_image_scores,
+    summarize,
+    threshold_counts,
+)
 
 
 @dataclass
 class Evaluation:
-    """Metrics of one split at one threshold, and the per-image table behind them."""
+    """Everything measured on one split; metrics at any grid threshold derive from it."""
 
     split: str
-    threshold: float
-    metrics: dict[str, float]
     names: list[str]
-    counts: np.ndarray  # (N, 4): TP, FP, TN, FN per image
+    thresholds: np.ndarray
+    counts: np.ndarray  # (N, T, 4): TP, FP, TN, FN per image and threshold
+    hist: ScoreHistogram
+    threshold: float = 0.5  # the threshold that ``metrics`` reports
+    _cache: dict = field(default_factory=dict, repr=False)
 
-    def per_image(self) -> list[dict]:
-        scores = per_image_scores(self.counts)
-        tp, fp, _, fn = self.counts.T
-        pixels = self.counts.sum(axis=1)
+    def _index(self, threshold: float) -> int:
+        i = int(np.argmin(np.abs(self.thresholds - threshold)))
+        if not np.isclose(self.thresholds[i], threshold):
+            raise ValueError(f"threshold {threshold} is not on the evaluation grid")
+        return i
+
+    def at(self, threshold: float) -> dict[str, float]:
+        """All metrics at ``threshold`` (on the grid), with ROC AUC and average precision."""
+        if threshold not in self._cache:
+            _, _, auc = self.hist.roc()
+            _, _, ap = self.hist.pr()
+            self._cache[threshold] = {**summarize(self.counts[:, self._index(threshold)]),
+                                      "auc": auc, "average_precision": ap}
+        return self._cache[threshold]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.at(self.threshold)
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """Per-image mean Dice and IoU at every grid threshold."""
+        scores = [per_image_scores(self.counts[:, k]) for k in range(len(self.thresholds))]
+        return {"mDice": np.array([s["dice"].mean() for s in scores]),
+                "mIoU": np.array([s["iou"].mean() for s in scores])}
+
+    def best_threshold(self) -> float:
+        """The grid threshold with the highest mDice (ties: the one closest to 0.5)."""
+        mdice = self.curves()["mDice"]
+        best = np.flatnonzero(np.isclose(mdice, mdice.max(), rtol=0, atol=1e-12))
+        return float(self.thresholds[best[np.argmin(np.abs(self.thresholds[best] - 0.5))]])
+
+    def per_image(self, threshold: float | None = None) -> list[dict]:
+        """name, Dice, IoU, truth and predicted foreground fractions, per image."""
+        counts = self.counts[:, self._index(self.threshold if threshold is None else threshold)]
+        scores = per_image_scores(counts)
+        tp, fp, _, fn = counts.T
+        pixels = counts.sum(axis=1)
         return [
             {"name": name, "dice": float(scores["dice"][i]), "iou": float(scores["iou"][i]),
              "truth_fraction": float((tp[i] + fn[i]) / pixels[i]),
@@ -34,10 +78,21 @@ class Evaluation:
 
 
 def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int):
-    """Yield (start index, float32 probabilities) per batch of uint8 images."""
+    """Yield (start index, float32 probabilities (B, H, W)) per batch of uint8 images."""
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].astype(np.float32)
-        yield start, np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+        yield start, np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+
+
+def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of one (H, W) probability map to (height, width) = ``size``."""
+    image = Image.fromarray(probs.astype(np.float32), mode="F")
+    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def grid(threshold: float) -> np.ndarray:
+    """The curve thresholds plus ``threshold`` itself."""
+    return np.unique(np.round(np.append(THRESHOLDS, threshold), 6))
 
 
 def evaluate(
@@ -49,10 +104,25 @@ def evaluate(
     split: str,
     threshold: float = 0.5,
     batch_size: int = 8,
+    bins: int = 1000,
+    originals: Sequence[Sample] | None = None,
 ) -> Evaluation:
-    """Predict ``images`` (uint8) in batches and score against ``masks`` ({0,1})."""
-    counts = np.zeros((len(images), 4), np.int64)
+    """Predict ``images`` (uint8, model size) in batches and score them.
+
+    Against ``masks`` ({0,1}, model size) by default; with ``originals`` (the samples of
+    the same images), each probability map is resized back to its image's own resolution
+    and scored against the original mask, which is what a clinician would see.
+    """
+    thresholds = grid(threshold)
+    hist = ScoreHistogram(bins)
+    counts = np.zeros((len(images), len(thresholds), 4), np.int64)
     for start, probs in predict_batches(model, images, batch_size):
-        stop = start + len(probs)
-        counts[start:stop] = confusion_counts(probs >= threshold, masks[start:stop] > 0)
-    return Evaluation(split, threshold, summarize(counts), list(names), counts)
+        for i, prob in enumerate(probs, start):
+            if originals is None:
+                truth = masks[i, ..., 0] > 0
+            else:
+                truth = load_mask(originals[i].mask)[..., 0] > 0
+                prob = resize_probs(prob, truth.shape)
+            counts[i] = threshold_counts(prob[None], truth[None], thresholds)[0]
+            hist.update(prob, truth)
+    return Evaluation(split, list(names), thresholds, counts, hist, threshold)

@@ -11,7 +11,12 @@ Conventions (documented in the README):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+
+# Thresholds of the IoU/Dice-vs-threshold curves and of threshold selection.
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
 def confusion_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -38,8 +43,9 @@ def per_image_scores(counts: np.ndarray) -> dict[str, np.ndarray]:
 
 
 SUMMARY_KEYS = ("mdice", "mdice_std", "miou", "miou_std", "pixel_accuracy", "pixel_dice",
-                "pixel_iou", "precision", "recall", "specificity", "tp", "fp", "tn", "fn",
-                "images")
+                "pixel_iou", "precision", "recall", "specificity", "f2", "tp", "fp", "tn",
+                "fn", "images")
+SCORE_KEYS = ("auc", "average_precision")
 
 
 def summarize(counts: np.ndarray) -> dict[str, float]:
@@ -47,6 +53,8 @@ def summarize(counts: np.ndarray) -> dict[str, float]:
     per_image = per_image_scores(counts)
     tp, fp, tn, fn = (float(v) for v in counts.sum(axis=0))
     total = tp + fp + tn + fn
+    precision = float(_ratio(tp, tp + fp, 1.0))
+    recall = float(_ratio(tp, tp + fn, 1.0))
     return {
         "mdice": float(per_image["dice"].mean()),
         "mdice_std": float(per_image["dice"].std()),
@@ -55,9 +63,74 @@ def summarize(counts: np.ndarray) -> dict[str, float]:
         "pixel_accuracy": (tp + tn) / total,
         "pixel_dice": float(_ratio(2 * tp, 2 * tp + fp + fn, 1.0)),
         "pixel_iou": float(_ratio(tp, tp + fp + fn, 1.0)),
-        "precision": float(_ratio(tp, tp + fp, 1.0)),
-        "recall": float(_ratio(tp, tp + fn, 1.0)),
+        "precision": precision,
+        "recall": recall,
         "specificity": float(_ratio(tn, tn + fp, 1.0)),
+        # F-beta with beta=2 (recall weighted higher), from the pooled counts.
+        "f2": float(_ratio(5 * tp, 5 * tp + 4 * fn + fp, 1.0)),
         "tp": tp, "fp": fp, "tn": tn, "fn": fn,
         "images": float(len(counts)),
     }
+
+
+def threshold_counts(probs: np.ndarray, truth: np.ndarray,
+                     thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
+    """Per-image (TP, FP, TN, FN) at each threshold (prediction = prob >= t): (N, T, 4)."""
+    return np.stack([confusion_counts(probs >= t, truth) for t in thresholds], axis=1)
+
+
+@dataclass
+class ScoreHistogram:
+    """Pixel scores of each class counted in ``bins`` equal bins of [0, 1].
+
+    Bounded memory for any number of pixels. ROC AUC and average precision computed from it
+    are exact for scores quantised to 1/bins (sklearn on the quantised scores gives the same
+    numbers); with 1000 bins that is finer than a bf16 probability's resolution near 0.5.
+    """
+
+    bins: int = 1000
+    pos: np.ndarray = field(default=None)
+    neg: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        if self.pos is None:
+            self.pos = np.zeros(self.bins, np.int64)
+            self.neg = np.zeros(self.bins, np.int64)
+
+    def update(self, probs: np.ndarray, truth: np.ndarray) -> None:
+        idx = np.clip((np.asarray(probs, np.float64) * self.bins).astype(np.int64),
+                      0, self.bins - 1).ravel()
+        truth = np.asarray(truth, bool).ravel()
+        self.pos += np.bincount(idx[truth], minlength=self.bins)
+        self.neg += np.bincount(idx[~truth], minlength=self.bins)
+
+    def _cumulative(self) -> tuple[np.ndarray, np.ndarray]:
+        """TP and FP when predicting every bin >= k, for k from the top bin down."""
+        return np.cumsum(self.pos[::-1]), np.cumsum(self.neg[::-1])
+
+    def roc(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(fpr, tpr, auc), starting at (0, 0); nan AUC when a class is absent."""
+        tp, fp = self._cumulative()
+        n_pos, n_neg = tp[-1], fp[-1]
+        if n_pos == 0 or n_neg == 0:
+            return np.array([0.0, 1.0]), np.array([0.0, 1.0]), float("nan")
+        fpr = np.concatenate([[0.0], fp / n_neg])
+        tpr = np.concatenate([[0.0], tp / n_pos])
+        return fpr, tpr, float(np.trapezoid(tpr, fpr))
+
+    def pr(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(recall, precision, average precision) as sklearn defines AP:
+        sum over thresholds of (R_k - R_k-1) * P_k."""
+        tp, fp = self._cumulative()
+        keep = (tp + fp) > 0
+        tp, fp = tp[keep], fp[keep]
+        if len(tp) == 0 or tp[-1] == 0:
+            return np.array([0.0]), np.array([1.0]), float("nan")
+        recall = tp / tp[-1]
+        precision = tp / (tp + fp)
+        ap = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+        return recall, precision, ap
+
+    def prevalence(self) -> float:
+        total = self.pos.sum() + self.neg.sum()
+        return float(self.pos.sum() / total) if total else float("nan")

@@ -105,9 +105,9 @@ def log_run_context(config: Mapping, root: Path, hydra_dir: Path | None) -> None
     """Params (flattened resolved config), the config YAML, Hydra's overrides, git and versions."""
     mlflow.log_params(flatten(config))
     mlflow.set_tags(git_state(root))
-    mlflow.log_dict(package_versions(), "environment/packages.json")
-    mlflow.set_tags({f"version.{k}": v for k, v in package_versions().items()
-                     if k in ("tensorflow", "keras", "mlflow")})
+    versions = package_versions()
+    mlflow.log_dict(versions, "environment/packages.json")
+    mlflow.set_tags({f"version.{k}": versions[k] for k in ("tensorflow", "keras", "mlflow")})
     if hydra_dir is not None and Path(hydra_dir).is_dir():
         # config.yaml (composed), hydra.yaml and overrides.yaml, as Hydra wrote them.
         mlflow.log_artifacts(str(hydra_dir), "config")
@@ -124,6 +124,24 @@ class MLflowEpochLogger(keras.callbacks.Callback):
         metrics = {k: float(v) for k, v in (logs or {}).items()
                    if np.isscalar(v) or np.ndim(v) == 0}
         mlflow.log_metrics(metrics, step=epoch)
+
+
+def source_run_id(model_uri: str) -> str | None:
+    """The training run behind a model URI (runs:/, models:/<id> or models:/<name>/<v>)."""
+    client = mlflow.MlflowClient()
+    try:
+        if model_uri.startswith("runs:/"):
+            return model_uri[len("runs:/"):].split("/", 1)[0]
+        if model_uri.startswith("models:/"):
+            parts = model_uri[len("models:/"):].split("/")
+            if len(parts) == 1:
+                return client.get_logged_model(parts[0]).source_run_id
+            if parts[1].isdigit():
+                return client.get_model_version(parts[0], parts[1]).run_id
+            return client.get_model_version_by_alias(parts[0], parts[1]).run_id
+    except mlflow.exceptions.MlflowException:
+        return None
+    return None
 
 
 def log_model(model: keras.Model, sample: np.ndarray, registered_name: str | None = None) -> str:

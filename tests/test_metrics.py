@@ -5,10 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
-from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    fbeta_score,
+    jaccard_score,
+    precision_score,
+    recall_score,
+)
 
 from segkit.losses import build_loss
-from segkit.metrics import confusion_counts, per_image_scores, summarize
+from segkit.metrics import (
+    ScoreHistogram,
+    confusion_counts,
+    per_image_scores,
+    summarize,
+    threshold_counts,
+)
 from segkit.training import Dice, training_metrics
 
 # Two 2x2 images. Image 0: truth 2 px, prediction 3 px, overlap 2 -> Dice 0.8, IoU 2/3.
@@ -82,3 +95,55 @@ def test_losses_by_hand():
     assert _loss("dice") == pytest.approx(np.mean(soft), rel=1e-5)
     assert _loss("bce_dice", bce_weight=2.0, dice_weight=0.5) == pytest.approx(
         2 * bce + 0.5 * np.mean(soft), rel=1e-5)
+
+
+def _quantised_scores(n=4000, bins=1000, seed=0):
+    """Scores on bin centres (so binning loses nothing) with a class-dependent shift."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random(n) < 0.2
+    raw = np.clip(rng.normal(np.where(truth, 0.65, 0.35), 0.2), 0, 0.9999)
+    return (np.floor(raw * bins) + 0.5) / bins, truth
+
+
+def test_histogram_auc_and_ap_equal_sklearn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    scores, truth = _quantised_scores()
+    hist = ScoreHistogram(1000)
+    for part in np.array_split(np.arange(len(scores)), 7):  # accumulated over batches
+        hist.update(scores[part], truth[part])
+    _, _, auc = hist.roc()
+    _, _, ap = hist.pr()
+    assert auc == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
+    assert ap == pytest.approx(average_precision_score(truth, scores), abs=1e-12)
+    assert hist.prevalence() == pytest.approx(truth.mean())
+
+
+def test_histogram_curves_by_hand():
+    hist = ScoreHistogram(4)
+    hist.update(np.array([0.9, 0.6, 0.3, 0.1]), np.array([True, False, True, False]))
+    fpr, tpr, auc = hist.roc()
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
+    assert auc == pytest.approx(0.75)
+    recall, precision, ap = hist.pr()
+    np.testing.assert_allclose(recall, [0.5, 0.5, 1, 1])
+    np.testing.assert_allclose(precision, [1, 0.5, 2 / 3, 0.5])
+    assert ap == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+
+
+def test_single_class_gives_nan_auc():
+    hist = ScoreHistogram(10)
+    hist.update(np.array([0.2, 0.7]), np.array([False, False]))
+    assert np.isnan(hist.roc()[2]) and np.isnan(hist.pr()[2])
+
+
+def test_threshold_counts_and_f2():
+    probs = np.array([[[0.2, 0.6], [0.8, 0.4]]])
+    truth = np.array([[[True, True], [False, False]]])
+    c = threshold_counts(probs, truth, np.array([0.3, 0.7]))
+    np.testing.assert_array_equal(c[0], [[1, 2, 0, 1], [0, 1, 1, 2]])
+    m = summarize(c[:, 0])
+    p, r = 1 / 3, 1 / 2
+    assert m["f2"] == pytest.approx(5 * p * r / (4 * p + r))
+    assert m["f2"] == pytest.approx(fbeta_score(truth.ravel(), probs.ravel() >= 0.3, beta=2))

@@ -59,7 +59,15 @@ def test_run_logs_params_metrics_and_context(smoke_run):
     arts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "config")}
     assert {"config/config.yaml", "config/overrides.yaml"} <= arts
     ev = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "evaluation")}
-    assert "evaluation/test_per_image.csv" in ev and "evaluation/test_metrics.json" in ev
+    expected = {"test_per_image.csv", "val_per_image.csv", "metrics.json", "report.md",
+                "history.png", "confusion_test.png", "roc_test.png", "pr_test.png",
+                "threshold_val.png", "threshold_test.png", "dice_hist_test.png",
+                "gallery_test.png"}
+    assert {f"evaluation/{name}" for name in expected} <= ev
+    for key in ("test_auc", "test_average_precision", "val_best_threshold", "test_tuned_mdice",
+                "test_f2", "test_tp"):
+        assert key in m
+    assert m["test_tp"] + m["test_fp"] + m["test_tn"] + m["test_fn"] == 4 * 64 * 64
     assert MlflowClient(uri).list_artifacts(run.info.run_id, "tensorboard")
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                 artifact_path="environment/packages.json")
@@ -96,3 +104,23 @@ def test_logged_model_reloads_and_reproduces_metrics(smoke_run, real_root):
     assert again.metrics["mdice"] == pytest.approx(run.data.metrics["test_mdice"], abs=1e-9)
     assert again.metrics["pixel_accuracy"] == pytest.approx(
         run.data.metrics["test_pixel_accuracy"], abs=1e-9)
+
+
+def test_evaluate_task_reproduces_the_training_run(smoke_run, real_root):
+    uri, run, out, cache = smoke_run
+    model_uri = run.data.tags["segkit.model_uri"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "debug=smoke", "task=evaluate",
+         f"model_uri={model_uri}", f"hydra.run.dir={out}-eval", f"data.cache_dir={cache}",
+         "split.val_fraction=0.34"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([run.info.experiment_id],
+                              filter_string="tags.`segkit.task` = 'evaluate'")
+    assert len(runs) == 1
+    ev = runs[0]
+    assert ev.data.tags["segkit.source_run_id"] == run.info.run_id
+    for key in ("test_mdice", "test_miou", "test_pixel_accuracy", "test_auc", "val_mdice"):
+        assert ev.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-9), key

@@ -55,8 +55,15 @@ def test_random_split_fractions(tmp_path):
 def test_bad_fraction_and_unknown_split(tmp_path):
     with pytest.raises(SplitError, match="split.val_fraction"):
         make_split(NAMES, cfg(val_fraction=1.0), tmp_path)
+    with pytest.raises(SplitError, match="split.val_fraction"):
+        make_split(NAMES, cfg(val_fraction=0.0), tmp_path)
     with pytest.raises(SplitError, match="unknown"):
         make_split(NAMES, cfg(name="nope"), tmp_path)
+
+
+def test_read_list_strips_extensions_and_blank_lines(tmp_path):
+    (tmp_path / "l.txt").write_text("a.jpg\n\nb\n c.PNG \nd.e\n")
+    assert read_list(tmp_path / "l.txt") == ["a", "b", "c", "d.e"]
 
 
 def test_subset_takes_first_n_of_each_part(tmp_path):

@@ -1,0 +1,90 @@
+"""Batch-wise evaluation against directly computed numbers, threshold choice, original size."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit.data.dataset import Sample
+from segkit.evaluation import evaluate
+from segkit.metrics import confusion_counts, summarize
+
+
+def red_channel_model(size: int) -> keras.Model:
+    """A model whose 'probability' is the red channel / 255: the test controls every score."""
+    inputs = keras.Input((size, size, 3))
+    conv = keras.layers.Conv2D(1, 1, use_bias=False)
+    outputs = conv(inputs)
+    model = keras.Model(inputs, outputs)
+    conv.set_weights([np.array([1 / 255, 0, 0], np.float32).reshape(1, 1, 3, 1)])
+    return model
+
+
+def data(n=5, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    masks = (rng.random((n, size, size, 1)) < 0.4).astype(np.uint8)
+    return images, masks
+
+
+def test_metrics_equal_direct_computation_at_any_grid_threshold():
+    images, masks = data()
+    probs = images[..., 0].astype(np.float32) / 255
+    res = evaluate(red_channel_model(8), images, masks, list("abcde"), split="x/test",
+                   threshold=0.5, batch_size=2)
+    for t in (0.5, 0.25, 0.8):
+        direct = summarize(confusion_counts(probs >= t, masks[..., 0] > 0))
+        for key in ("mdice", "miou", "pixel_accuracy", "tp", "fp", "f2"):
+            assert res.at(t)[key] == pytest.approx(direct[key], abs=1e-6), (t, key)
+    assert res.metrics == res.at(0.5)
+    rows = res.per_image()
+    assert [r["name"] for r in rows] == list("abcde")
+    assert rows[0]["truth_fraction"] == pytest.approx(masks[0].mean())
+    assert rows[0]["pred_fraction"] == pytest.approx((probs[0] >= 0.5).mean())
+    with pytest.raises(ValueError, match="grid"):
+        res.at(0.33)
+
+
+def test_threshold_outside_default_grid_is_added():
+    images, masks = data()
+    res = evaluate(red_channel_model(8), images, masks, list("abcde"), split="x",
+                   threshold=0.42)
+    assert 0.42 in res.thresholds and 0.05 in res.thresholds
+
+
+def test_best_threshold_is_where_mdice_peaks():
+    # Truth = red >= 0.7 * 255: thresholds at or just below 0.7 segment perfectly.
+    images, _ = data(n=4, size=8, seed=1)
+    masks = (images[..., :1] >= 0.7 * 255).astype(np.uint8)
+    res = evaluate(red_channel_model(8), images, masks, list("abcd"), split="x")
+    assert res.best_threshold() == pytest.approx(0.7)
+    assert res.at(0.7)["mdice"] == pytest.approx(1.0)
+    curves = res.curves()
+    assert curves["mDice"].argmax() == list(res.thresholds).index(0.7)
+    assert len(curves["mIoU"]) == len(res.thresholds)
+
+
+def test_original_resolution_scores_against_full_size_masks(tmp_path):
+    # Two 30x20 images: left half red (255), right half black; truth = left half.
+    samples, small = [], []
+    for name in ("p", "q"):
+        img = np.zeros((20, 30, 3), np.uint8)
+        img[:, :15, 0] = 255
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "images" / f"{name}.png")
+        mask = np.zeros((20, 30), np.uint8)
+        mask[:, :15] = 255
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+        samples.append(Sample(name, tmp_path / "images" / f"{name}.png",
+                              tmp_path / "masks" / f"{name}.png"))
+        small.append(np.asarray(Image.fromarray(img).resize((8, 8), Image.Resampling.NEAREST)))
+    images = np.stack(small)
+    masks = (images[..., :1] > 127).astype(np.uint8)
+    res = evaluate(red_channel_model(8), images, masks, ["p", "q"], split="x",
+                   originals=samples)
+    assert res.counts[:, 0].sum(axis=1).tolist() == [600, 600]  # 30 x 20 pixels each
+    assert res.metrics["tp"] + res.metrics["fn"] == 2 * 300
+    assert res.metrics["mdice"] > 0.9

@@ -229,12 +229,14 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
     size = int(model.input_shape[1])
     keras.utils.set_random_seed(cfg.seed)
     data = prepare(cfg.data, cfg.split, image_size=size)
+    source = tracking.source_run_id(cfg.model_uri)
+    history = tracking.training_history(source) if source else None
     with _start(cfg, run_name or f"evaluate {cfg.model_uri}") as run:
         tracking.log_run_context(OmegaConf.to_container(cfg, resolve=True), root, hydra_dir)
         _log_data(data)
         mlflow.set_tags({"segkit.task": "evaluate", "segkit.source_model_uri": cfg.model_uri,
-                         "segkit.source_run_id": tracking.source_run_id(cfg.model_uri) or ""})
-        metrics = evaluate_and_report(model, data, cfg, run_dir / "evaluation")
+                         "segkit.source_run_id": source or ""})
+        metrics = evaluate_and_report(model, data, cfg, run_dir / "evaluation", history)
         return _objective(cfg, metrics, run.info.run_id)
 
 

@@ -144,6 +144,20 @@ def source_run_id(model_uri: str) -> str | None:
     return None
 
 
+HISTORY_KEYS = ("loss", "accuracy", "dice", "iou")
+
+
+def training_history(run_id: str) -> dict[str, list[float]]:
+    """The per-epoch Keras metrics a training run logged, as Keras' ``History.history``."""
+    client = mlflow.MlflowClient()
+    history = {}
+    for key in HISTORY_KEYS + tuple(f"val_{k}" for k in HISTORY_KEYS):
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        if points:
+            history[key] = [m.value for m in points]
+    return history
+
+
 def log_model(model: keras.Model, sample: np.ndarray, registered_name: str | None = None) -> str:
     """Log ``model`` in Keras 3 format with an input/output signature; return its model URI.
 

@@ -122,5 +122,7 @@ def test_evaluate_task_reproduces_the_training_run(smoke_run, real_root):
     assert len(runs) == 1
     ev = runs[0]
     assert ev.data.tags["segkit.source_run_id"] == run.info.run_id
+    arts = {a.path for a in client.list_artifacts(ev.info.run_id, "evaluation")}
+    assert {"evaluation/report.md", "evaluation/history.png"} <= arts  # history from source
     for key in ("test_mdice", "test_miou", "test_pixel_accuracy", "test_auc", "val_mdice"):
         assert ev.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-9), key

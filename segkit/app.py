@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from segkit.config import ConfigError, check_batch_size, validate
 from segkit.data import Prepared, prepare
 from segkit.data.pipeline import make_dataset
 from segkit.evaluation import Evaluation, evaluate, predict_batches
+from segkit.fileio import write_text
 from segkit.losses import build_loss
 from segkit.models import build_model
 from segkit.report import write_report
@@ -73,10 +75,11 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path):
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def _gallery_cases(model: keras.Model, data: Prepared, result: Evaluation,
@@ -124,7 +127,7 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
         _write_csv(r.per_image(), out_dir / f"{part}_per_image.csv")
     summary = {"splits": {p: r.split for p, r in results.items()}, "threshold": ev.threshold,
                "chosen_threshold": chosen, "metrics": metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
 
     figures = {}
     if history:

@@ -9,8 +9,6 @@ one PNG (dpi 120, tight bounding box) atomically (a temp file in the same folder
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +18,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from segkit.fileio import atomic_path
 
 DPI = 120
 TITLE_SIZE = 12
@@ -36,16 +36,10 @@ HISTORY_PANELS = (("loss", "loss"), ("accuracy", "pixel accuracy"), ("dice", "Di
 
 def _save(fig: Figure, path: Path | str, compress_level: int = 6) -> Path:
     """Write ``fig`` to ``path`` as a PNG through a temp file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.png")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight",
                     pil_kwargs={"compress_level": compress_level})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def _style(ax, xlabel: str, ylabel: str, title: str | None = None) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from segkit.fileio import write_text
 
 # Metrics that count pixels or images: shown as integers with thousands separators.
 COUNT_METRICS = frozenset({"tp", "fp", "tn", "fn", "images"})
@@ -87,13 +87,5 @@ def write_report(path: Path, *, title: str, metrics: dict[str, dict[str, float]]
     first-seen order, "–" where a split lacks a metric); ``plots`` maps caption -> PNG file
     name relative to the report; ``notes`` become a bullet list under the title.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(title=title, metrics=metrics, plots=plots, notes=notes)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(path, render_report(title=title, metrics=metrics, plots=plots,
+                                          notes=notes))

@@ -1,0 +1,169 @@
+"""Find image/mask pairs on disk, validate them, and decode them into fixed-size uint8 arrays."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segkit.errors import SegkitError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+MASK_THRESHOLD = 128  # Kvasir-SEG masks are JPEGs: values 0-8 and 246-255, so 128 splits them.
+_MAX_LISTED = 10
+
+
+class DataError(SegkitError):
+    """The dataset on disk is missing, incomplete or unreadable."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its mask, paired by file stem."""
+
+    name: str
+    image: Path
+    mask: Path
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _index(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Map stem -> file for the images in ``folder``; also return stems seen with two files."""
+    by_stem: dict[str, Path] = {}
+    clashes: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if path.stem in by_stem:
+            clashes.append(f"{by_stem[path.stem].name} / {path.name}")
+        by_stem[path.stem] = path
+    return by_stem, clashes
+
+
+def discover(root: Path, images_dir: str = "images", masks_dir: str = "masks") -> list[Sample]:
+    """Pair ``root/images/<stem>.*`` with ``root/masks/<stem>.*``, sorted by name.
+
+    Raises DataError listing every unpaired or ambiguous file, so one run shows all problems.
+    """
+    root = Path(root)
+    img_dir, mask_dir = root / images_dir, root / masks_dir
+    for folder in (img_dir, mask_dir):
+        if not folder.is_dir():
+            raise DataError(
+                f"{folder} does not exist: data.root must point to a folder holding "
+                f"{images_dir}/ and {masks_dir}/ (set data.root or SEGKIT_DATA_DIR)"
+            )
+    images, img_clash = _index(img_dir)
+    masks, mask_clash = _index(mask_dir)
+    problems = []
+    if not images:
+        problems.append(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {img_dir}")
+    if not masks:
+        problems.append(f"no masks in {mask_dir}")
+    if clashes := img_clash + mask_clash:
+        problems.append(f"same name with two extensions: {_listing(clashes)}")
+    if no_mask := sorted(set(images) - set(masks)):
+        problems.append(f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_listing(no_mask)}")
+    if no_image := sorted(set(masks) - set(images)):
+        problems.append(
+            f"{len(no_image)} mask(s) without an image in {img_dir}: {_listing(no_image)}"
+        )
+    if problems:
+        raise DataError(f"invalid dataset at {root}: " + "; ".join(problems))
+    return [Sample(stem, images[stem], masks[stem]) for stem in sorted(images)]
+
+
+def check_sizes(samples: Sequence[Sample]) -> None:
+    """Read only the headers and raise DataError listing pairs whose sizes differ or won't open."""
+    mismatched, unreadable = [], []
+    for s in samples:
+        try:
+            with Image.open(s.image) as im, Image.open(s.mask) as mk:
+                if im.size != mk.size:
+                    mismatched.append(f"{s.name} (image {im.size[0]}x{im.size[1]}, "
+                                      f"mask {mk.size[0]}x{mk.size[1]})")
+        except (OSError, UnidentifiedImageError) as exc:
+            unreadable.append(f"{s.name} ({exc.__class__.__name__})")
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} image/mask size mismatch(es): {_listing(mismatched)}")
+    if unreadable:
+        problems.append(f"{len(unreadable)} unreadable pair(s): {_listing(unreadable)}")
+    if problems:
+        raise DataError("; ".join(problems) + "; fix or remove these files")
+
+
+def load_image(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3), resized (bilinear) to size x size if given."""
+    with Image.open(path) as im:
+        if size is not None:
+            im.draft("RGB", (size, size))  # JPEG DCT-domain downscale: far cheaper decoding
+        im = im.convert("RGB")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _grey8(mk: Image.Image) -> Image.Image:
+    """8-bit grey levels from any mask mode (16-bit and float masks are scaled to 0-255)."""
+    if mk.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(mk, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8))
+    return mk.convert("L")
+
+
+def load_mask(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode a mask to {0,1} uint8 (H, W, 1): grey levels resized bilinearly, then >= 128."""
+    with Image.open(path) as mk:
+        if size is not None:
+            mk.draft("L", (size, size))
+        mk = _grey8(mk)
+        if size is not None and mk.size != (size, size):
+            mk = mk.resize((size, size), Image.Resampling.BILINEAR)
+        return (np.asarray(mk) >= MASK_THRESHOLD).astype(np.uint8)[..., None]
+
+
+def _load_pair(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return load_image(sample.image, size), load_mask(sample.mask, size)
+
+
+def decode_all(
+    samples: Sequence[Sample], size: int, workers: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and resize every pair into (N, size, size, 3) images and (N, size, size, 1) masks.
+
+    Pillow releases the GIL while decoding and resizing, so threads use every core. All
+    undecodable files are collected and reported together in one DataError.
+    """
+    check_sizes(samples)
+    images = np.empty((len(samples), size, size, 3), np.uint8)
+    masks = np.empty((len(samples), size, size, 1), np.uint8)
+    failed: list[str] = []
+
+    def work(i: int) -> None:
+        try:
+            images[i], masks[i] = _load_pair(samples[i], size)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            failed.append(f"{samples[i].name} ({exc})")
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(work, range(len(samples))))
+    if failed:
+        raise DataError(
+            f"{len(failed)} file(s) could not be decoded: {_listing(sorted(failed))}; "
+            "replace or remove them"
+        )
+    return images, masks

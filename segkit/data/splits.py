@@ -1,0 +1,105 @@
+"""Train / validation / test splits by sample name: official lists, seeded random splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segkit.data.dataset import IMAGE_EXTENSIONS
+from segkit.errors import SegkitError
+
+# The official Kvasir-SEG 880/120 lists ship with segkit, so a fresh download (whose zip has
+# no splits/) still gets the published split; a copy at <root>/splits/ takes precedence.
+PACKAGED_SPLITS = Path(__file__).parent / "splits" / "kvasir_seg"
+
+
+class SplitError(SegkitError):
+    """A split definition that cannot be applied to the dataset."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Names in each part. ``val`` is carved out of the training part for early stopping and
+    model selection; ``test`` is the held-out split that only evaluation touches."""
+
+    name: str
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def read_list(path: Path) -> list[str]:
+    """Names from a split file: one per line, image extension optional, blank lines ignored."""
+    if not path.is_file():
+        raise SplitError(f"split file {path} not found: check split.train_file / split.test_file")
+    names = [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+    return [n.stem if n.suffix.lower() in IMAGE_EXTENSIONS else n.name for n in names]
+
+
+def _shuffled(names: Sequence[str], seed: int) -> list[str]:
+    order = np.random.default_rng(seed).permutation(len(names))
+    return [names[i] for i in order]
+
+
+def _carve(train: Sequence[str], val_fraction: float, seed: int) -> tuple[list, list]:
+    """Seeded validation carve-out of the training names (both parts sorted, val never empty)."""
+    shuffled = _shuffled(sorted(train), seed)
+    n_val = max(1, int(round(len(shuffled) * val_fraction)))
+    if n_val >= len(shuffled):
+        raise SplitError(
+            f"split.val_fraction={val_fraction} leaves no training samples out of {len(train)}"
+        )
+    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+
+
+def _check_fraction(key: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise SplitError(f"{key}={value} must be in (0, 1)")
+
+
+def make_split(names: Sequence[str], cfg, root: Path) -> Split:
+    """Build the split named by ``cfg.name`` (official | reference | random) over ``names``.
+
+    official: train/test from the published lists; reference and random: seeded shuffles
+    with ``cfg.test_fraction`` held out. All carve ``cfg.val_fraction`` of train for validation.
+    """
+    _check_fraction("split.val_fraction", cfg.val_fraction)
+    available = set(names)
+    if cfg.name == "official":
+        folder = Path(root) / "splits"
+        if not (folder / Path(cfg.train_file).name).is_file():
+            folder = PACKAGED_SPLITS
+        train = read_list(folder / cfg.train_file)
+        test = read_list(folder / cfg.test_file)
+        unknown = sorted((set(train) | set(test)) - available)
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more"
+                                               if len(unknown) > 10 else "")
+            raise SplitError(
+                f"split lists in {folder} name {len(unknown)} image(s) not in {root}: {shown}; "
+                "use split=random or fix the lists"
+            )
+        if overlap := sorted(set(train) & set(test)):
+            raise SplitError(f"split lists in {folder} overlap on {len(overlap)} name(s)")
+    elif cfg.name in ("reference", "random"):
+        _check_fraction("split.test_fraction", cfg.test_fraction)
+        shuffled = _shuffled(sorted(names), cfg.seed)
+        n_test = int(round(len(shuffled) * cfg.test_fraction))
+        test, train = shuffled[:n_test], shuffled[n_test:]
+    else:
+        raise SplitError(f"split.name={cfg.name!r} is unknown: use official, reference or random")
+    train, val = _carve(train, cfg.val_fraction, cfg.seed)
+    return Split(cfg.name, tuple(train), tuple(val), tuple(sorted(test)))
+
+
+def subset(split: Split, limit: int | None) -> Split:
+    """The first ``limit`` names of each part (for smoke runs); the split itself when None."""
+    if not limit:
+        return split
+    return Split(split.name, split.train[:limit], split.val[:limit], split.test[:limit])

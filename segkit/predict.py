@@ -1,0 +1,485 @@
+"""Segment new images with a saved or registered model, each at its own resolution.
+
+Images are read and resized to the model's input size exactly as training read them
+(``segkit.data.dataset.load_image``), predicted in batches, and each probability map is
+resized back to its image's own size (``segkit.evaluation.resize_probs``) and thresholded.
+Every output is written to a temporary name in the output folder and renamed into place.
+
+TensorFlow, Keras and MLflow are imported only inside the functions that need them, so bad
+arguments or a missing input fail in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from glob import glob
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from segkit.data.dataset import IMAGE_EXTENSIONS, DataError, Sample, check_sizes, load_image
+from segkit.errors import SegkitError
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMS = ("a .keras file, runs:/<run_id>/model, models:/<name>/<version>, "
+               "models:/<name>@<alias> or models:/m-<logged model id>")
+DEFAULT_THRESHOLD = 0.5
+PROBABILITY_FORMATS = ("none", "8", "16")
+TABLE_KEYS = ("mdice", "miou", "pixel_accuracy", "pixel_dice", "pixel_iou", "precision",
+              "recall", "specificity", "auc")
+METRICS_FILE = "metrics.json"
+OVERLAY_TINT = (255, 0, 0)  # predicted region: 40% red
+OVERLAY_ALPHA = 0.4
+OVERLAY_EDGE = (255, 255, 0)  # its contour: yellow
+# What a broken, truncated or hostile image file raises in Pillow (PNG chunk errors are
+# SyntaxError), and what a full disk raises while writing.
+_FILE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class PredictError(SegkitError):
+    """A model that cannot be used, no inputs, or a bad option: nothing can be predicted."""
+
+
+@dataclass
+class Summary:
+    """What ``predict_files`` did with each input."""
+
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, reason)
+
+    def line(self) -> str:
+        return f"done {len(self.done)}, skipped {len(self.skipped)}, failed {len(self.failed)}"
+
+    def lines(self) -> list[str]:
+        """The summary line, then one ``failed: <path>: <reason>`` line per failure."""
+        return [self.line(), *(f"failed: {path}: {reason}" for path, reason in self.failed)]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One input to predict and the output files it will get."""
+
+    path: Path
+    outputs: dict[str, Path]
+
+
+# ---------------------------------------------------------------- model and threshold
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the project-style store ``sqlite:///<cwd>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd()}/mlflow.db"
+
+
+def is_mlflow_uri(uri: str) -> bool:
+    """True for ``runs:/``, ``models:/`` and other ``scheme://`` URIs; False for a path."""
+    return uri.startswith(("runs:/", "models:/")) or "://" in uri
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _check_store(tracking_uri: str) -> None:
+    """A local sqlite store must exist: MLflow would otherwise create an empty one."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise PredictError(f"tracking store {tracking_uri} does not exist: point "
+                               "--tracking-uri or MLFLOW_TRACKING_URI at the store holding "
+                               "the model")
+
+
+def model_size(model: keras.Model) -> int:
+    """The side of the model's square RGB input; PredictError for any other model."""
+    shape, out = model.input_shape, model.output_shape
+    if not (isinstance(shape, tuple) and len(shape) == 4 and shape[3] == 3
+            and shape[1] is not None and shape[1] == shape[2]):
+        raise PredictError(f"model input shape {shape}: expected one square RGB input "
+                           "(None, size, size, 3)")
+    if not (isinstance(out, tuple) and len(out) == 4 and out[3] == 1):
+        raise PredictError(f"model output shape {out}: expected one probability map "
+                           "(None, size, size, 1)")
+    return int(shape[1])
+
+
+def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
+    """Load a local ``.keras`` file, or a model from MLflow at ``tracking_uri`` (default:
+    ``default_tracking_uri()``). Raises PredictError naming ``uri`` and the accepted forms."""
+    import keras
+
+    if is_mlflow_uri(uri):
+        import mlflow
+
+        tracking_uri = tracking_uri or default_tracking_uri()
+        _check_store(tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
+        loader: Callable[[], keras.Model] = lambda: mlflow.keras.load_model(uri)  # noqa: E731
+    else:
+        path = Path(uri).expanduser()
+        if not path.is_file():
+            raise PredictError(f"model {uri!r}: no such file; give {MODEL_FORMS}")
+        loader = lambda: keras.saving.load_model(path, compile=False)  # noqa: E731
+    try:
+        model = loader()
+    except Exception as exc:  # Keras and MLflow raise many types for a bad file or URI
+        raise PredictError(f"model {uri!r} could not be loaded ({_first_line(exc)}); "
+                           f"give {MODEL_FORMS}") from exc
+    model_size(model)
+    return model
+
+
+def _alias_run_id(uri: str) -> str | None:
+    """The run behind ``models:/<name>@<alias>`` (``tracking.source_run_id`` reads only
+    ``models:/<name>/<version>`` and ``models:/m-<id>``)."""
+    import mlflow
+
+    name, _, alias = uri[len("models:/"):].partition("@")
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, alias).run_id
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def _run_threshold(uri: str) -> tuple[float | None, str]:
+    """``val_best_threshold`` of the training run behind ``uri``, or None and why not."""
+    import mlflow
+
+    from segkit.tracking import source_run_id
+
+    is_alias = uri.startswith("models:/") and "@" in uri
+    run_id = _alias_run_id(uri) if is_alias else source_run_id(uri)
+    if not run_id:
+        return None, f"{uri} leads to no training run"
+    try:
+        metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    except mlflow.exceptions.MlflowException:
+        return None, f"training run {run_id} was not found"
+    if "val_best_threshold" not in metrics:
+        return None, f"training run {run_id} logged no val_best_threshold"
+    return metrics["val_best_threshold"], f"val_best_threshold of training run {run_id}"
+
+
+def resolve_threshold(uri: str, explicit: float | None,
+                      *, tracking_uri: str | None = None) -> tuple[float, str]:
+    """The threshold to use and why: ``explicit`` if given; else the ``val_best_threshold``
+    that the training run behind ``uri`` logged; else 0.5.
+
+    Rounded to 6 decimals, the resolution of ``segkit.evaluation.grid``, so a ``--with-truth``
+    score thresholds exactly as the written masks do.
+    """
+    if explicit is not None:
+        value, why = explicit, "given with --threshold"
+    elif not is_mlflow_uri(uri):
+        value, why = None, "a model file carries no training run"
+    else:
+        import mlflow
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        value, why = _run_threshold(uri)
+    if value is None:
+        return DEFAULT_THRESHOLD, f"default; {why}"
+    if not 0.0 <= value <= 1.0:
+        raise PredictError(f"threshold {value} ({why}) is outside [0, 1]")
+    return round(float(value), 6), why
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _is_image(path: Path) -> bool:
+    return (path.is_file() and not path.name.startswith(".")
+            and path.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _expand(item: str) -> list[Path] | None:
+    """The images that one argument names (folder: non-recursive; glob: sorted matches),
+    or None when it names nothing that exists and is no pattern."""
+    path = Path(item).expanduser()
+    if path.is_dir():
+        return [p for p in sorted(path.iterdir()) if _is_image(p)]
+    if path.is_file():
+        return [path]  # named explicitly: always tried, whatever its extension
+    if any(ch in item for ch in "*?["):
+        return [p for p in map(Path, sorted(glob(os.path.expanduser(item)))) if _is_image(p)]
+    return None
+
+
+def collect_inputs(items: Iterable[str]) -> list[Path]:
+    """Image files from files, folders and glob patterns, in argument order, duplicates
+    removed. PredictError when an argument does not exist or nothing is found."""
+    items = list(items)
+    found: list[Path] = []
+    seen: set[Path] = set()
+    missing = []
+    for item in items:
+        paths = _expand(item)
+        if paths is None:
+            missing.append(item)
+            continue
+        if not paths:
+            log.warning("%s: no images (%s)", item, ", ".join(IMAGE_EXTENSIONS))
+        for path in paths:
+            if (key := path.resolve()) not in seen:
+                seen.add(key)
+                found.append(path)
+    if missing:
+        raise PredictError(f"no such file or folder: {', '.join(missing)}")
+    if not found:
+        raise PredictError(f"no input images found in {' '.join(items) or '(nothing)'}: give "
+                           f"image files, folders or glob patterns ({', '.join(IMAGE_EXTENSIONS)})")
+    return found
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def output_paths(out_dir: Path, stem: str, probabilities: str = "none",
+                 overlay: bool = False) -> dict[str, Path]:
+    """kind -> file for one input: ``mask``, and ``prob`` / ``overlay`` when asked for."""
+    paths = {"mask": out_dir / f"{stem}_mask.png"}
+    if probabilities != "none":
+        paths["prob"] = out_dir / f"{stem}_prob.png"
+    if overlay:
+        paths["overlay"] = out_dir / f"{stem}_overlay.png"
+    return paths
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write`` on a fresh temporary file beside ``path``, then rename it to ``path``:
+    readers see the old file or the whole new one, never a partial one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    write_atomic(path, lambda fh: image.save(fh, format="PNG"))
+
+
+def probability_png(prob: np.ndarray, bits: str) -> Image.Image:
+    """round(p * 255) as 8-bit grey, or round(p * 65535) as a 16-bit PNG."""
+    top, dtype = (255, np.uint8) if bits == "8" else (65535, np.uint16)
+    return Image.fromarray(np.round(np.clip(prob, 0.0, 1.0) * top).astype(dtype))
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """4-neighbour binary erosion; the image border does not erode."""
+    p = np.pad(mask, 1, mode="edge")
+    return p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 RGB) with ``mask`` tinted red and its contour drawn in yellow,
+    about 1 pixel wide per 256 pixels of the shorter side."""
+    out = image.astype(np.float32)
+    out[mask] = (1 - OVERLAY_ALPHA) * out[mask] + OVERLAY_ALPHA * np.array(OVERLAY_TINT)
+    out = np.round(out).astype(np.uint8)
+    inner = mask
+    for _ in range(max(1, round(min(mask.shape) / 256))):
+        inner = _erode(inner)
+    out[mask & ~inner] = OVERLAY_EDGE
+    return out
+
+
+def _render(job: _Job, prob: np.ndarray, threshold: float,
+            probabilities: str) -> dict[str, Image.Image]:
+    """The output images of one input from its probability map at its own resolution."""
+    mask = prob >= threshold
+    images = {"mask": Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))}
+    if "prob" in job.outputs:
+        images["prob"] = probability_png(prob, probabilities)
+    if "overlay" in job.outputs:
+        images["overlay"] = Image.fromarray(overlay_image(load_image(job.path), mask))
+    return images
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def _plan(paths: Sequence[Path], out_dir: Path, probabilities: str, overlay: bool,
+          overwrite: bool, summary: Summary) -> list[_Job]:
+    """Jobs for the inputs to predict; stem clashes fail, inputs with outputs are skipped."""
+    owners: dict[str, Path] = {}
+    jobs = []
+    for path in paths:
+        if (first := owners.setdefault(path.stem, path)) is not path:
+            summary.failed.append((path, f"same name as {first} (stem {path.stem!r}): its "
+                                         "outputs would overwrite the other's; rename one"))
+            continue
+        outputs = output_paths(out_dir, path.stem, probabilities, overlay)
+        existing = [p.name for p in outputs.values() if p.exists()]
+        if existing and not overwrite:
+            log.info("skipped %s: %s exists (--overwrite replaces it)", path, existing[0])
+            summary.skipped.append(path)
+            continue
+        jobs.append(_Job(path, outputs))
+    return jobs
+
+
+def _read(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image at model size (uint8 RGB) and its own (height, width)."""
+    with Image.open(path) as im:
+        width, height = im.size
+    return load_image(path, size), (height, width)
+
+
+def _try_read(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]] | str:
+    try:
+        return _read(path, size)
+    except _FILE_ERRORS as exc:
+        return _first_line(exc)
+
+
+def _chunks(jobs: Sequence[_Job], size: int) -> Iterator[Sequence[_Job]]:
+    for start in range(0, len(jobs), size):
+        yield jobs[start:start + size]
+
+
+def _predict_batch(model: keras.Model, jobs: Sequence[_Job], size: int, threshold: float,
+                   probabilities: str, pool: ThreadPoolExecutor, summary: Summary) -> None:
+    """Read, predict and write one batch; an unreadable file fails alone."""
+    from segkit.evaluation import resize_probs
+
+    read = list(pool.map(lambda job: _try_read(job.path, size), jobs))
+    ok = []
+    for job, result in zip(jobs, read, strict=True):
+        if isinstance(result, str):
+            summary.failed.append((job.path, result))
+        else:
+            ok.append((job, *result))
+    if not ok:
+        return
+    batch = np.stack([image for _, image, _ in ok]).astype(np.float32)
+    probs = np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+    for (job, _, shape), prob in zip(ok, probs, strict=True):
+        try:
+            images = _render(job, resize_probs(prob, shape), threshold, probabilities)
+            for kind, image in images.items():
+                save_png(image, job.outputs[kind])
+        except _FILE_ERRORS as exc:
+            summary.failed.append((job.path, _first_line(exc)))
+        else:
+            summary.done.append(job.path)
+
+
+def predict_files(model: keras.Model, paths: Sequence[Path], out_dir: Path, *,
+                  threshold: float, batch_size: int = 8, probabilities: str = "none",
+                  overlay: bool = False, overwrite: bool = False,
+                  progress: bool = True) -> Summary:
+    """Write ``<stem>_mask.png`` (0/255 at the input's own size) for every input, plus
+    ``<stem>_prob.png`` (``probabilities`` = "8" or "16" bits) and ``<stem>_overlay.png``
+    when asked. Inputs whose outputs exist are skipped unless ``overwrite``."""
+    if probabilities not in PROBABILITY_FORMATS:
+        raise PredictError(f"probabilities={probabilities!r}: use one of {PROBABILITY_FORMATS}")
+    if batch_size < 1:
+        raise PredictError(f"batch size {batch_size}: must be at least 1")
+    size = model_size(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    jobs = _plan(paths, out_dir, probabilities, overlay, overwrite, summary)
+    with (tqdm(total=len(jobs), unit="img", desc="predict", disable=not progress) as bar,
+          ThreadPoolExecutor(max_workers=2) as pool):  # Pillow decodes without the GIL
+        for batch in _chunks(jobs, batch_size):
+            _predict_batch(model, batch, size, threshold, probabilities, pool, summary)
+            bar.update(len(batch))
+    return summary
+
+
+# ---------------------------------------------------------------- scoring against masks
+
+
+def _masks_by_stem(mask_dir: Path) -> dict[str, list[Path]]:
+    if not mask_dir.is_dir():
+        raise PredictError(f"mask folder {mask_dir} does not exist")
+    masks: dict[str, list[Path]] = {}
+    for path in sorted(mask_dir.iterdir()):
+        if _is_image(path):
+            masks.setdefault(path.stem, []).append(path)
+    return masks
+
+
+def _pair_masks(paths: Sequence[Path], mask_dir: Path) -> tuple[list[Sample], list[str]]:
+    """Samples for the inputs with exactly one readable mask of their size; the rest, why."""
+    masks = _masks_by_stem(mask_dir)
+    samples, unscored = [], []
+    for path in paths:
+        found = masks.get(path.stem, [])
+        if len(found) != 1:
+            names = ", ".join(p.name for p in found)
+            unscored.append(f"{path} ({f'two masks: {names}' if found else 'no mask'})")
+            continue
+        sample = Sample(path.stem, path, found[0])
+        try:
+            check_sizes([sample])
+        except DataError as exc:
+            unscored.append(f"{path} ({exc})")
+            continue
+        samples.append(sample)
+    return samples, unscored
+
+
+def score_with_truth(model: keras.Model, paths: Sequence[Path], mask_dir: Path,
+                     out_dir: Path, *, threshold: float, batch_size: int = 8,
+                     overwrite: bool = False, model_uri: str | None = None) -> dict:
+    """Score ``paths`` against the masks of the same stems in ``mask_dir``, each at the
+    input's own resolution, with ``segkit.evaluation.evaluate``; write ``metrics.json`` to
+    ``out_dir`` (kept if it exists, unless ``overwrite``) and return what it holds."""
+    from segkit.evaluation import evaluate
+
+    mask_dir = Path(mask_dir)
+    samples, unscored = _pair_masks(paths, mask_dir)
+    if unscored:
+        log.warning("left out of scoring: %d input(s): %s", len(unscored), "; ".join(unscored))
+    if not samples:
+        raise PredictError(f"no input has a mask in {mask_dir} (same stem, any of "
+                           f"{', '.join(IMAGE_EXTENSIONS)})")
+    size = model_size(model)
+    images = np.stack([load_image(s.image, size) for s in samples])
+    # evaluate() reads only ``originals`` for the truth, so the model-size masks are a
+    # zero-memory placeholder. The images are predicted a second time here: predict_files
+    # keeps no probability maps, and one more forward pass is cheap next to decoding.
+    placeholder = np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), (len(samples), size, size, 1))
+    result = evaluate(model, images, placeholder, [s.name for s in samples],
+                      split=f"inputs scored against {mask_dir}", threshold=threshold,
+                      batch_size=batch_size, originals=samples)
+    report = {"model": model_uri, "threshold": threshold, "mask_dir": str(mask_dir),
+              "scored": len(samples), "unscored": unscored, "metrics": result.metrics,
+              "per_image": result.per_image()}
+    target = Path(out_dir) / METRICS_FILE
+    if target.exists() and not overwrite:
+        log.warning("%s exists and was kept (--overwrite replaces it)", target)
+    else:
+        text = json.dumps(report, indent=2, default=float).encode()
+        write_atomic(target, lambda fh: fh.write(text))
+    return report
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """The headline metrics, one ``name  value`` row each."""
+    width = max(map(len, TABLE_KEYS))
+    rows = [f"{'metric':<{width}}  value"]
+    rows += [f"{key:<{width}}  {metrics[key]:.4f}" for key in TABLE_KEYS if key in metrics]
+    return "\n".join(rows)

@@ -121,39 +121,26 @@ def model_size(model: keras.Model) -> int:
 def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
     """Load a local ``.keras`` file, or a model from MLflow at ``tracking_uri`` (default:
     ``default_tracking_uri()``). Raises PredictError naming ``uri`` and the accepted forms."""
-    import keras
-
     if is_mlflow_uri(uri):
         import mlflow
 
         tracking_uri = tracking_uri or default_tracking_uri()
         _check_store(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
-        loader: Callable[[], keras.Model] = lambda: mlflow.keras.load_model(uri)  # noqa: E731
-    else:
-        path = Path(uri).expanduser()
-        if not path.is_file():
-            raise PredictError(f"model {uri!r}: no such file; give {MODEL_FORMS}")
-        loader = lambda: keras.saving.load_model(path, compile=False)  # noqa: E731
+    elif not Path(uri).expanduser().is_file():
+        raise PredictError(f"model {uri!r}: no such file; give {MODEL_FORMS}")
+    import keras
+
     try:
-        model = loader()
+        if is_mlflow_uri(uri):
+            model = mlflow.keras.load_model(uri)
+        else:
+            model = keras.saving.load_model(Path(uri).expanduser(), compile=False)
     except Exception as exc:  # Keras and MLflow raise many types for a bad file or URI
         raise PredictError(f"model {uri!r} could not be loaded ({_first_line(exc)}); "
                            f"give {MODEL_FORMS}") from exc
     model_size(model)
     return model
-
-
-def _alias_run_id(uri: str) -> str | None:
-    """The run behind ``models:/<name>@<alias>`` (``tracking.source_run_id`` reads only
-    ``models:/<name>/<version>`` and ``models:/m-<id>``)."""
-    import mlflow
-
-    name, _, alias = uri[len("models:/"):].partition("@")
-    try:
-        return mlflow.MlflowClient().get_model_version_by_alias(name, alias).run_id
-    except mlflow.exceptions.MlflowException:
-        return None
 
 
 def _run_threshold(uri: str) -> tuple[float | None, str]:
@@ -162,8 +149,7 @@ def _run_threshold(uri: str) -> tuple[float | None, str]:
 
     from segkit.tracking import source_run_id
 
-    is_alias = uri.startswith("models:/") and "@" in uri
-    run_id = _alias_run_id(uri) if is_alias else source_run_id(uri)
+    run_id = source_run_id(uri)
     if not run_id:
         return None, f"{uri} leads to no training run"
     try:

@@ -127,18 +127,21 @@ class MLflowEpochLogger(keras.callbacks.Callback):
 
 
 def source_run_id(model_uri: str) -> str | None:
-    """The training run behind a model URI (runs:/, models:/<id> or models:/<name>/<v>)."""
+    """The training run behind a model URI: runs:/<id>/..., models:/m-<logged model id>,
+    models:/<name>/<version> or models:/<name>@<alias>; None for a path or an unknown URI."""
     client = mlflow.MlflowClient()
     try:
         if model_uri.startswith("runs:/"):
             return model_uri[len("runs:/"):].split("/", 1)[0]
         if model_uri.startswith("models:/"):
-            parts = model_uri[len("models:/"):].split("/")
-            if len(parts) == 1:
-                return client.get_logged_model(parts[0]).source_run_id
-            if parts[1].isdigit():
-                return client.get_model_version(parts[0], parts[1]).run_id
-            return client.get_model_version_by_alias(parts[0], parts[1]).run_id
+            ref = model_uri[len("models:/"):]
+            if "@" in ref:
+                name, _, alias = ref.partition("@")
+                return client.get_model_version_by_alias(name, alias).run_id
+            name, _, version = ref.partition("/")
+            if version:
+                return client.get_model_version(name, version).run_id
+            return client.get_logged_model(name).source_run_id
     except mlflow.exceptions.MlflowException:
         return None
     return None

@@ -25,7 +25,7 @@ CACHE_VERSION = 1  # bump when decoding or resizing changes, to invalidate old e
 
 
 def fingerprint(samples: Sequence[Sample]) -> str:
-    """sha256 over every pair's name and file bytes (52 MB for Kvasir-SEG: a fraction of a second)."""
+    """sha256 over every pair's name and file bytes (Kvasir-SEG's 52 MB: under a second)."""
     digest = hashlib.sha256()
     for s in samples:
         digest.update(s.name.encode())

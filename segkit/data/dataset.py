@@ -75,7 +75,9 @@ def discover(root: Path, images_dir: str = "images", masks_dir: str = "masks") -
     if clashes := img_clash + mask_clash:
         problems.append(f"same name with two extensions: {_listing(clashes)}")
     if no_mask := sorted(set(images) - set(masks)):
-        problems.append(f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_listing(no_mask)}")
+        problems.append(
+            f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_listing(no_mask)}"
+        )
     if no_image := sorted(set(masks) - set(images)):
         problems.append(
             f"{len(no_image)} mask(s) without an image in {img_dir}: {_listing(no_image)}"

@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from segkit.data.dataset import IMAGE_EXTENSIONS, DataError, Sample, check_sizes, load_image
 from segkit.errors import SegkitError
+from segkit.fileio import atomic_path, write_text
 
 if TYPE_CHECKING:
     import keras
@@ -247,21 +247,9 @@ def output_paths(out_dir: Path, stem: str, probabilities: str = "none",
     return paths
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a fresh temporary file beside ``path``, then rename it to ``path``:
-    readers see the old file or the whole new one, never a partial one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_png(image: Image.Image, path: Path) -> None:
-    write_atomic(path, lambda fh: image.save(fh, format="PNG"))
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def probability_png(prob: np.ndarray, bits: str) -> Image.Image:
@@ -458,8 +446,7 @@ def score_with_truth(model: keras.Model, paths: Sequence[Path], mask_dir: Path,
     if target.exists() and not overwrite:
         log.warning("%s exists and was kept (--overwrite replaces it)", target)
     else:
-        text = json.dumps(report, indent=2, default=float).encode()
-        write_atomic(target, lambda fh: fh.write(text))
+        write_text(target, json.dumps(report, indent=2, default=float))
     return report
 
 

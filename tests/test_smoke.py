@@ -145,3 +145,29 @@ def test_multirun_gives_one_finished_run_per_job(real_root, tmp_path):
     assert {r.info.status for r in runs} == {"FINISHED"}
     for r in runs:  # each job's run is named by its overrides
         assert f"optimizer.lr={r.data.params['optimizer.lr']}" in r.info.run_name
+
+
+def test_predict_command_matches_the_logged_model(smoke_run, real_root, tmp_path):
+    from PIL import Image
+
+    from segkit.data.dataset import load_image
+    from segkit.evaluation import resize_probs
+
+    uri, run, _, _ = smoke_run
+    model_uri = run.data.tags["segkit.model_uri"]
+    inputs = sorted((real_root / "images").iterdir())[:3]
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "segkit"), "predict", "--model", model_uri,
+         "--output", str(tmp_path), "--tracking-uri", uri, "--threshold", "0.5",
+         "--no-progress", *map(str, inputs)],
+        capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    model = mlflow.keras.load_model(model_uri)
+    for path in inputs:
+        written = np.asarray(Image.open(tmp_path / f"{path.stem}_mask.png"))
+        with Image.open(path) as im:
+            assert written.shape == (im.height, im.width)
+        prob = model.predict_on_batch(load_image(path, 64)[None].astype(np.float32))[0, ..., 0]
+        expected = np.where(resize_probs(prob, written.shape) >= 0.5, 255, 0)
+        # Batch composition moves probabilities by ~1e-6: allow pixels sitting on 0.5 to flip.
+        assert np.mean(written != expected) < 1e-3

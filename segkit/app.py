@@ -6,27 +6,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import time
 from pathlib import Path
 
 import keras
 import mlflow
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from segkit import plots, tracking
+from segkit import report, tracking
 from segkit.config import ConfigError, check_batch_size, validate
 from segkit.data import Prepared, prepare
 from segkit.data.pipeline import make_dataset
-from segkit.evaluation import Evaluation, evaluate, predict_batches
-from segkit.fileio import write_text
 from segkit.losses import build_loss
 from segkit.models import build_model
-from segkit.report import write_report
 from segkit.training import (
     TimeLimit,
     build_callbacks,
@@ -36,11 +29,6 @@ from segkit.training import (
 )
 
 log = logging.getLogger(__name__)
-
-# Metrics also reported at the threshold chosen on validation (prefix test_tuned_).
-TUNED_KEYS = ("mdice", "miou", "pixel_accuracy", "pixel_dice", "pixel_iou", "precision",
-              "recall", "specificity", "f2")
-
 
 def _build_compiled(cfg: DictConfig, policy: str) -> keras.Model:
     """Model under the dtype policy (restored afterwards: layers keep theirs), compiled."""
@@ -72,103 +60,6 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path):
     limited = any(isinstance(cb, TimeLimit) and cb.stopped_early for cb in callbacks)
     return history.history, {"train_seconds": seconds, "epochs_run": len(history.epoch),
                              "time_limit_hit": float(limited)}
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def _gallery_cases(model: keras.Model, data: Prepared, result: Evaluation,
-                   batch_size: int) -> list[dict]:
-    """Best, median and worst test images by Dice (two of each when there are enough)."""
-    rows = result.per_image()
-    order = np.argsort([r["dice"] for r in rows], kind="stable")
-    n = len(order)
-    k = 2 if n >= 6 else 1
-    picks = [("best", i) for i in order[::-1][:k]]
-    picks += [("median", i) for i in order[n // 2 - k // 2: n // 2 - k // 2 + k]]
-    picks += [("worst", i) for i in order[:k]]
-    idx = np.array([i for _, i in picks])
-    images = data.images["test"][idx]
-    probs = np.concatenate([p for _, p in predict_batches(model, images, batch_size)])
-    return [{"title": f"{label}: {rows[i]['name']}", "image": images[j],
-             "truth": data.masks["test"][i, ..., 0] > 0, "pred": probs[j] >= result.threshold,
-             "dice": rows[i]["dice"]} for j, (label, i) in enumerate(picks)]
-
-
-def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out_dir: Path,
-                        history: dict | None = None) -> dict[str, float]:
-    """Score the validation carve-out and the held-out test split, choose the threshold on
-    validation, write plots, CSVs, metrics JSON and report.md to ``out_dir``, log them all
-    to the active MLflow run, and return the logged metrics."""
-    ev = cfg.eval
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = {part: evaluate(model, data.images[part], data.masks[part], data.names(part),
-                              split=f"{data.split.name}/{part}", threshold=ev.threshold,
-                              batch_size=ev.batch_size, bins=ev.bins)
-               for part in ("val", "test")}
-    val, test = results["val"], results["test"]
-    chosen = val.best_threshold() if ev.select_threshold else ev.threshold
-    metrics = {f"{p}_{k}": v for p, r in results.items() for k, v in r.metrics.items()}
-    metrics["val_best_threshold"] = chosen
-    metrics.update({f"test_tuned_{k}": test.at(chosen)[k] for k in TUNED_KEYS})
-    if ev.original_resolution:
-        full = evaluate(model, data.images["test"], data.masks["test"], data.names("test"),
-                        split=f"{data.split.name}/test (original resolution)",
-                        threshold=chosen, batch_size=ev.batch_size, bins=ev.bins,
-                        originals=[data.samples[n] for n in data.names("test")])
-        metrics.update({f"test_fullres_{k}": v for k, v in full.metrics.items()})
-
-    for part, r in results.items():
-        _write_csv(r.per_image(), out_dir / f"{part}_per_image.csv")
-    summary = {"splits": {p: r.split for p, r in results.items()}, "threshold": ev.threshold,
-               "chosen_threshold": chosen, "metrics": metrics}
-    write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
-
-    figures = {}
-    if history:
-        monitor = cfg.callbacks.checkpoint.monitor
-        scores = history.get(monitor)
-        best = None
-        if scores:
-            pick = np.argmax if cfg.callbacks.checkpoint.mode == "max" else np.argmin
-            best = int(pick(scores))
-        figures["Training history"] = plots.plot_history(
-            history, out_dir / "history.png", best_epoch=best, monitor=monitor).name
-    m = test.metrics
-    figures["Confusion matrix (test)"] = plots.plot_confusion(
-        m["tp"], m["fp"], m["tn"], m["fn"], out_dir / "confusion_test.png").name
-    fpr, tpr, auc = test.hist.roc()
-    figures["ROC (test)"] = plots.plot_roc(fpr, tpr, auc, out_dir / "roc_test.png").name
-    recall, precision, ap = test.hist.pr()
-    figures["Precision-recall (test)"] = plots.plot_pr(
-        recall, precision, ap, out_dir / "pr_test.png", prevalence=test.hist.prevalence()).name
-    for part, r in results.items():
-        figures[f"IoU and Dice vs threshold ({part})"] = plots.plot_threshold_curves(
-            r.thresholds, r.curves(), out_dir / f"threshold_{part}.png", chosen=chosen,
-            split="validation" if part == "val" else "test").name
-    figures["Per-image Dice (test)"] = plots.plot_dice_histogram(
-        np.array([row["dice"] for row in test.per_image()]), out_dir / "dice_hist_test.png").name
-    figures["Best, median and worst test images"] = plots.plot_gallery(
-        _gallery_cases(model, data, test, ev.batch_size), out_dir / "gallery_test.png").name
-
-    sizes = data.split.sizes()
-    notes = [f"split: {data.split.name}; train {sizes['train']}, validation {sizes['val']}, "
-             f"held-out test {sizes['test']} images; {data.image_size}x{data.image_size}",
-             f"threshold {ev.threshold} for every figure; chosen on validation: {chosen} "
-             "(test_tuned_* metrics)",
-             "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels"]
-    table = {"validation": val.metrics, "test": test.metrics,
-             f"test @ {chosen}": test.at(chosen)}
-    write_report(out_dir / "report.md", title="segkit evaluation report", metrics=table,
-                 plots=figures, notes=notes)
-    mlflow.log_metrics(metrics)
-    mlflow.log_artifacts(str(out_dir), "evaluation")
-    return metrics
 
 
 def _start(cfg: DictConfig, run_name: str | None):
@@ -214,7 +105,7 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
         model_uri = tracking.log_model(model, data.images["val"][:2],
                                        cfg.tracking.register_model or None)
         mlflow.set_tag("segkit.model_uri", model_uri)
-        metrics = evaluate_and_report(model, data, cfg, run_dir / "evaluation", history)
+        metrics = report.evaluate_and_report(model, data, cfg, run_dir / "evaluation", history)
         return _objective(cfg, metrics, run.info.run_id)
 
 
@@ -239,7 +130,7 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
         _log_data(data)
         mlflow.set_tags({"segkit.task": "evaluate", "segkit.source_model_uri": cfg.model_uri,
                          "segkit.source_run_id": source or ""})
-        metrics = evaluate_and_report(model, data, cfg, run_dir / "evaluation", history)
+        metrics = report.evaluate_and_report(model, data, cfg, run_dir / "evaluation", history)
         return _objective(cfg, metrics, run.info.run_id)
 
 

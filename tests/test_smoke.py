@@ -171,3 +171,25 @@ def test_predict_command_matches_the_logged_model(smoke_run, real_root, tmp_path
         expected = np.where(resize_probs(prob, written.shape) >= 0.5, 255, 0)
         # Batch composition moves probabilities by ~1e-6: allow pixels sitting on 0.5 to flip.
         assert np.mean(written != expected) < 1e-3
+
+
+def test_a_crash_in_evaluation_marks_the_run_failed_and_keeps_the_model(
+        compose_cfg, real_root, tmp_path, monkeypatch):
+    from segkit import app, report
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("plotting exploded")
+
+    monkeypatch.setattr(report, "evaluate_and_report", crash)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose_cfg("debug=smoke", "trainer.epochs=1", f"data.root={real_root}",
+                      f"data.cache_dir={tmp_path}/cache", f"tracking.uri={uri}",
+                      "split.val_fraction=0.34", "callbacks.tensorboard.enabled=false")
+    with pytest.raises(RuntimeError, match="plotting exploded"):
+        app.run_experiment(cfg, root=ROOT, run_dir=tmp_path / "out")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["segkit.error"] == "RuntimeError: plotting exploded"
+    assert mlflow.keras.load_model(run.data.tags["segkit.model_uri"]).output_shape == (
+        None, 64, 64, 1)

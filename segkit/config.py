@@ -15,6 +15,14 @@ from segkit.metrics import SCORE_KEYS, SUMMARY_KEYS
 
 # This module imports no TensorFlow/Keras, so a bad override fails within a second.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# The options each name key accepts (tests keep these equal to the builders' registries).
+CHOICES = {
+    "model.name": ("unet",),
+    "loss.name": ("bce", "dice", "bce_dice"),
+    "optimizer.name": ("adam", "adamw", "sgd"),
+    "augment.name": ("none", "flips"),
+    "split.name": ("official", "reference", "random"),
+}
 
 
 class ConfigError(SegkitError):
@@ -47,6 +55,10 @@ def _require(ok: bool, message: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key and the fix for the first impossible value."""
     m, t, d, s = cfg.model, cfg.trainer, cfg.data, cfg.split
+    for key, options in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        _require(value in options,
+                 f"{key}={value!r} is unknown: use one of {', '.join(options)}")
     _require(isinstance(d.image_size, int) and d.image_size >= 8,
              f"data.image_size={d.image_size} must be an integer >= 8")
     check_unet_args(d.image_size, m.depth, m.filters)

@@ -46,6 +46,10 @@ def test_presets_compose(compose_cfg):
     ("trainer.precision=fp8", ConfigError, "trainer.precision"),
     ("objective=test_mdice", ConfigError, "objective"),
     ("eval.threshold=1.5", ConfigError, "eval.threshold"),
+    ("augment.name=mixup", ConfigError, "augment.name"),
+    ("loss.name=focal", ConfigError, "loss.name"),
+    ("task=predict", ConfigError, "task"),
+    ("task=evaluate", ConfigError, "model_uri"),
 ])
 def test_impossible_values_fail_validation(compose_cfg, override, error, key):
     with pytest.raises(error, match=key.replace(".", r"\.")):
@@ -77,3 +81,16 @@ def test_cli_rejects_before_any_work(tmp_path, override, expected):
     assert expected in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "never.db").exists()  # no MLflow store was touched
+
+
+def test_choices_match_the_builders():
+    from segkit.config import CHOICES
+    from segkit.data.pipeline import AUGMENTATIONS
+    from segkit.models import BUILDERS
+
+    assert set(CHOICES["augment.name"]) == set(AUGMENTATIONS)
+    assert set(CHOICES["model.name"]) == set(BUILDERS)
+    conf = ROOT / "conf"
+    for group, key in (("loss", "loss.name"), ("optimizer", "optimizer.name"),
+                       ("augment", "augment.name"), ("split", "split.name")):
+        assert {p.stem for p in (conf / group).glob("*.yaml")} == set(CHOICES[key])

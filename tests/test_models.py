@@ -59,3 +59,5 @@ def test_build_model_from_config():
     assert build_model(cfg, 32).output_shape == (None, 32, 32, 1)
     with pytest.raises(ConfigError, match="model.name"):
         build_model(OmegaConf.create({"name": "segformer"}), 32)
+    with pytest.raises(ConfigError, match="model.filter is not an option"):  # +model.filter=8
+        build_model(OmegaConf.create({"name": "unet", "filter": 8}), 32)

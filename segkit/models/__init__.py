@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 
 from segkit.config import ConfigError
@@ -17,7 +19,12 @@ def build_model(model_cfg, image_size: int) -> keras.Model:
         raise ConfigError(
             f"model.name={model_cfg.name!r} is unknown: use one of {sorted(BUILDERS)}"
         )
-    return BUILDERS[model_cfg.name](image_size=image_size, **kwargs)
+    builder = BUILDERS[model_cfg.name]
+    options = set(inspect.signature(builder).parameters) - {"image_size"}
+    if unknown := sorted(set(kwargs) - options):
+        raise ConfigError(f"model.{unknown[0]} is not an option of model={model_cfg.name}: "
+                          f"remove it or use one of {', '.join(sorted(options))}")
+    return builder(image_size=image_size, **kwargs)
 
 
 __all__ = ["BUILDERS", "build_model", "build_unet"]

@@ -33,7 +33,8 @@ class Sample:
     mask: Path
 
 
-def _listing(items: Sequence[str]) -> str:
+def listing(items: Sequence[str]) -> str:
+    """The first items, comma-separated, then "and N more"."""
     shown = ", ".join(items[:_MAX_LISTED])
     more = len(items) - _MAX_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
@@ -73,14 +74,14 @@ def discover(root: Path, images_dir: str = "images", masks_dir: str = "masks") -
     if not masks:
         problems.append(f"no masks in {mask_dir}")
     if clashes := img_clash + mask_clash:
-        problems.append(f"same name with two extensions: {_listing(clashes)}")
+        problems.append(f"same name with two extensions: {listing(clashes)}")
     if no_mask := sorted(set(images) - set(masks)):
         problems.append(
-            f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_listing(no_mask)}"
+            f"{len(no_mask)} image(s) without a mask in {mask_dir}: {listing(no_mask)}"
         )
     if no_image := sorted(set(masks) - set(images)):
         problems.append(
-            f"{len(no_image)} mask(s) without an image in {img_dir}: {_listing(no_image)}"
+            f"{len(no_image)} mask(s) without an image in {img_dir}: {listing(no_image)}"
         )
     if problems:
         raise DataError(f"invalid dataset at {root}: " + "; ".join(problems))
@@ -100,9 +101,9 @@ def check_sizes(samples: Sequence[Sample]) -> None:
             unreadable.append(f"{s.name} ({exc.__class__.__name__})")
     problems = []
     if mismatched:
-        problems.append(f"{len(mismatched)} image/mask size mismatch(es): {_listing(mismatched)}")
+        problems.append(f"{len(mismatched)} image/mask size mismatch(es): {listing(mismatched)}")
     if unreadable:
-        problems.append(f"{len(unreadable)} unreadable pair(s): {_listing(unreadable)}")
+        problems.append(f"{len(unreadable)} unreadable pair(s): {listing(unreadable)}")
     if problems:
         raise DataError("; ".join(problems) + "; fix or remove these files")
 
@@ -165,7 +166,7 @@ def decode_all(
         list(pool.map(work, range(len(samples))))
     if failed:
         raise DataError(
-            f"{len(failed)} file(s) could not be decoded: {_listing(sorted(failed))}; "
+            f"{len(failed)} file(s) could not be decoded: {listing(sorted(failed))}; "
             "replace or remove them"
         )
     return images, masks

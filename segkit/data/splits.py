@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.data.dataset import IMAGE_EXTENSIONS
+from segkit.data.dataset import IMAGE_EXTENSIONS, listing
 from segkit.errors import SegkitError
 
 # The official Kvasir-SEG 880/120 lists ship with segkit, so a fresh download (whose zip has
@@ -79,10 +79,9 @@ def make_split(names: Sequence[str], cfg, root: Path) -> Split:
         test = read_list(folder / cfg.test_file)
         unknown = sorted((set(train) | set(test)) - available)
         if unknown:
-            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more"
-                                               if len(unknown) > 10 else "")
             raise SplitError(
-                f"split lists in {folder} name {len(unknown)} image(s) not in {root}: {shown}; "
+                f"split lists in {folder} name {len(unknown)} image(s) not in {root}: "
+                f"{listing(unknown)}; "
                 "use split=random or fix the lists"
             )
         if overlap := sorted(set(train) & set(test)):

@@ -37,22 +37,22 @@ def test_presets_compose(compose_cfg):
     assert smoke.data.image_size == 64 and smoke.trainer.epochs <= 2
 
 
-@pytest.mark.parametrize("override, error, key", [
-    ("model.depth=0", ConfigError, "model.depth"),
-    ("model.filters=0", ConfigError, "model.filters"),
-    ("data.image_size=100", ConfigError, "data.image_size=100"),
-    ("optimizer.lr=0", ConfigError, "optimizer.lr"),
-    ("trainer.batch_size=0", ConfigError, "trainer.batch_size"),
-    ("trainer.precision=fp8", ConfigError, "trainer.precision"),
-    ("objective=test_mdice", ConfigError, "objective"),
-    ("eval.threshold=1.5", ConfigError, "eval.threshold"),
-    ("augment.name=mixup", ConfigError, "augment.name"),
-    ("loss.name=focal", ConfigError, "loss.name"),
-    ("task=predict", ConfigError, "task"),
-    ("task=evaluate", ConfigError, "model_uri"),
+@pytest.mark.parametrize("override, key", [
+    ("model.depth=0", "model.depth"),
+    ("model.filters=0", "model.filters"),
+    ("data.image_size=100", "data.image_size=100"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("trainer.batch_size=0", "trainer.batch_size"),
+    ("trainer.precision=fp8", "trainer.precision"),
+    ("objective=test_mdice", "objective"),
+    ("eval.threshold=1.5", "eval.threshold"),
+    ("augment.name=mixup", "augment.name"),
+    ("loss.name=focal", "loss.name"),
+    ("task=predict", "task"),
+    ("task=evaluate", "model_uri"),
 ])
-def test_impossible_values_fail_validation(compose_cfg, override, error, key):
-    with pytest.raises(error, match=key.replace(".", r"\.")):
+def test_impossible_values_fail_validation(compose_cfg, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose_cfg(override))
 
 

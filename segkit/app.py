@@ -12,9 +12,11 @@ from pathlib import Path
 
 import keras
 import mlflow
+import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from segkit import report, tracking
+from segkit import checkpoints, report, tracking
+from segkit.checkpoints import Resume, TrainingState, sigterm_interrupts
 from segkit.config import ConfigError, check_batch_size, validate
 from segkit.data import Prepared, prepare
 from segkit.data.pipeline import make_dataset
@@ -43,28 +45,42 @@ def _build_compiled(cfg: DictConfig, policy: str) -> keras.Model:
     return model
 
 
-def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path):
+def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
+         restored: dict | None = None):
+    """Fit from epoch ``restored["epochs"]`` (0 for a new run) to ``trainer.epochs``; return
+    the history of all epochs (before an interruption too) and the fit metrics."""
     t = cfg.trainer
+    restored = restored or {}
+    done = int(restored.get("epochs", 0))
     train_ds = make_dataset(data.images["train"], data.masks["train"], t.batch_size,
                             training=True, seed=cfg.seed, augment=cfg.augment.name)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
-    callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes)
-    callbacks.append(tracking.MLflowEpochLogger())
+    callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored)
+    callbacks.insert(-1, tracking.MLflowEpochLogger())
+    state: TrainingState = callbacks[-1]
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
-                        verbose=t.verbose, shuffle=False)  # the tf.data pipeline shuffles
-    seconds = time.perf_counter() - start
-    best_ckpt = run_dir / "checkpoints" / "best.keras"
-    if cfg.callbacks.checkpoint.enabled and best_ckpt.is_file():
-        model.load_weights(best_ckpt)  # evaluate the checkpoint the validation carve-out chose
+    if not restored.get("finished") and done < t.epochs:
+        with sigterm_interrupts():
+            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=done,
+                      callbacks=callbacks, verbose=t.verbose,
+                      shuffle=False)  # the tf.data pipeline shuffles
     limited = any(isinstance(cb, TimeLimit) and cb.stopped_early for cb in callbacks)
-    return history.history, {"train_seconds": seconds, "epochs_run": len(history.epoch),
-                             "time_limit_hit": float(limited)}
+    state.save_state(finished=True, time_limit_hit=limited or restored.get("time_limit_hit",
+                                                                             False))
+    best = run_dir / "checkpoints" / "best.keras"
+    if cfg.callbacks.checkpoint.enabled and best.is_file():
+        model.load_weights(best)  # evaluate the checkpoint the validation carve-out chose
+    log.info("fit ended after epoch %d (%.0f s in this process)", state.state["epochs"],
+             time.perf_counter() - start)
+    return state, {"train_seconds": state.state["train_seconds"],
+                           "epochs_run": state.state["epochs"],
+                           "time_limit_hit": float(state.state["time_limit_hit"])}
 
 
-def _start(cfg: DictConfig, run_name: str | None):
+def _start(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None = None,
+           run_id: str | None = None):
     return tracking.start_run(cfg.tracking.uri, cfg.tracking.experiment,
-                              run_name or cfg.tracking.run_name)
+                              run_name or cfg.tracking.run_name, tags=tags, run_id=run_id)
 
 
 def _log_data(data: Prepared) -> None:
@@ -83,39 +99,80 @@ def _objective(cfg: DictConfig, metrics: dict[str, float], run_id: str) -> float
     return objective
 
 
+def _resume(cfg: DictConfig, experiment_id: str) -> Resume | None:
+    resume = cfg.trainer.get("resume")
+    if not resume:
+        return None
+    chash = tracking.config_hash(OmegaConf.to_container(cfg, resolve=True))
+    found = tracking.find_resumable(experiment_id, resume, chash)
+    return checkpoints.load_resume(*found, cfg) if found else None
+
+
 def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None = None,
-          run_name: str | None = None) -> float:
-    """Train as ``cfg`` says, log the model, evaluate; return ``cfg.objective``."""
+          run_name: str | None = None, tags: dict[str, str] | None = None) -> float:
+    """Train as ``cfg`` says (or continue the run ``trainer.resume`` names), log the model,
+    evaluate; return ``cfg.objective``."""
+    tracking.check_reachable(cfg.tracking.uri)
+    resume = _resume(cfg, tracking.setup_experiment(cfg.tracking.uri, cfg.tracking.experiment))
+    if resume is not None:
+        cfg, run_dir = resume.cfg, resume.run_dir
+        log.info("resuming run %s after epoch %d in %s", resume.run_id, resume.state["epochs"],
+                 run_dir)
     policy = resolve_precision(cfg.trainer.precision)
     keras.backend.clear_session()  # sweeps run many jobs in one process: start clean
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.trainer.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
     data = prepare(cfg.data, cfg.split)
     check_batch_size(cfg.trainer.batch_size, len(data.split.train))
-    with _start(cfg, run_name) as run:
-        tracking.log_run_context(OmegaConf.to_container(cfg, resolve=True), root, hydra_dir)
-        _log_data(data)
-        mlflow.log_param("trainer.policy", policy)
-        model = _build_compiled(cfg, policy)
-        mlflow.log_param("model.params", model.count_params())
-        history, fit = _fit(cfg, model, data, run_dir)
-        mlflow.log_metrics(fit)
-        if (run_dir / "tensorboard").is_dir():
-            mlflow.log_artifacts(str(run_dir / "tensorboard"), "tensorboard")
-        # Logged before evaluation, so a crash there never loses the trained model.
-        model_uri = tracking.log_model(model, data.images["val"][:2],
-                                       cfg.tracking.register_model or None)
-        mlflow.set_tag("segkit.model_uri", model_uri)
-        metrics = report.evaluate_and_report(model, data, cfg, run_dir / "evaluation", history)
-        return _objective(cfg, metrics, run.info.run_id)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    tags = {**(tags or {}), "segkit.run_dir": str(run_dir),
+            "segkit.config_hash": tracking.config_hash(container)}
+    run_id = None
+    try:
+        with _start(cfg, run_name, tags, resume.run_id if resume else None) as run:
+            run_id = run.info.run_id
+            if resume is None:
+                tracking.log_run_context(container, root, hydra_dir)
+                _log_data(data)
+                mlflow.log_param("trainer.policy", policy)
+                checkpoints.save_config(run_dir / "checkpoints", cfg)
+                model = _build_compiled(cfg, policy)
+                mlflow.log_param("model.params", model.count_params())
+            else:
+                model = resume.load_last()
+                mlflow.set_tag("segkit.resumed_after_epoch", str(resume.state["epochs"]))
+            state, fit = _fit(cfg, model, data, run_dir, resume.state if resume else None)
+            mlflow.log_metrics(fit)
+            if (run_dir / "tensorboard").is_dir():
+                mlflow.log_artifacts(str(run_dir / "tensorboard"), "tensorboard")
+            model_uri = state.state.get("model_uri")
+            if not model_uri:
+                # Logged before evaluation, so a crash there never loses the trained model.
+                model_uri = tracking.log_model(model, data.images["val"][:2],
+                                               cfg.tracking.register_model or None)
+                state.save_state(model_uri=model_uri)
+            mlflow.set_tag("segkit.model_uri", model_uri)
+            metrics = report.evaluate_and_report(model, data, cfg, run_dir / "evaluation",
+                                                 state.history)
+            return _objective(cfg, metrics, run.info.run_id)
+    except KeyboardInterrupt:
+        if run_id:
+            log.warning("interrupted: run %s is KILLED with its last finished epoch saved in "
+                        "%s; continue it with: python run.py trainer.resume=%s", run_id,
+                        run_dir / "checkpoints", run_id)
+        raise
 
 
 def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
-                   hydra_dir: Path | None = None, run_name: str | None = None) -> float:
+                   hydra_dir: Path | None = None, run_name: str | None = None,
+                   tags: dict[str, str] | None = None) -> float:
     """Evaluate the model at ``cfg.model_uri`` on the configured dataset and split, in a new
     run tagged with its source; the model's own input size overrides ``data.image_size``."""
+    tracking.check_reachable(cfg.tracking.uri)
     mlflow.set_tracking_uri(cfg.tracking.uri)
     try:
-        model = mlflow.keras.load_model(cfg.model_uri)
+        model = mlflow.keras.load_model(cfg.model_uri, load_model_kwargs={"safe_mode": True})
     except Exception as exc:  # MLflow raises several types for a bad URI
         raise ConfigError(f"model_uri={cfg.model_uri!r} could not be loaded ({exc}): "
                           "use runs:/<run_id>/model, models:/<name>/<version> or a path"
@@ -125,7 +182,7 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
     data = prepare(cfg.data, cfg.split, image_size=size)
     source = tracking.source_run_id(cfg.model_uri)
     history = tracking.training_history(source) if source else None
-    with _start(cfg, run_name or f"evaluate {cfg.model_uri}") as run:
+    with _start(cfg, run_name or f"evaluate {cfg.model_uri}", tags) as run:
         tracking.log_run_context(OmegaConf.to_container(cfg, resolve=True), root, hydra_dir)
         _log_data(data)
         mlflow.set_tags({"segkit.task": "evaluate", "segkit.source_model_uri": cfg.model_uri,
@@ -135,14 +192,18 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
 
 
 def run_experiment(cfg: DictConfig, *, root: Path, run_dir: Path,
-                   hydra_dir: Path | None = None, run_name: str | None = None) -> float:
+                   hydra_dir: Path | None = None, run_name: str | None = None,
+                   tags: dict[str, str] | None = None) -> float:
     """``cfg.task`` = train | evaluate, inside one MLflow run; returns ``cfg.objective``.
 
     ``root`` is the project checkout (for the git commit), ``run_dir`` receives checkpoints,
     TensorBoard logs and the evaluation report, ``hydra_dir`` holds Hydra's config files.
+    ``tags`` go on the run when it is created (a sweep passes ``mlflow.parentRunId`` there,
+    which nests the run under the sweep's parent run in the UI).
     """
     validate(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     task = train if cfg.task == "train" else evaluate_saved
-    return task(cfg, root=root, run_dir=run_dir, hydra_dir=hydra_dir, run_name=run_name)
+    return task(cfg, root=root, run_dir=run_dir, hydra_dir=hydra_dir, run_name=run_name,
+                tags=tags)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit.errors import SegkitError
 from segkit.metrics import SCORE_KEYS, SUMMARY_KEYS
+from segkit.targets import check_targets
 
 # This module imports no TensorFlow/Keras, so a bad override fails within a second.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -88,6 +89,12 @@ def validate(cfg: DictConfig) -> None:
              f"objective={cfg.objective!r} must be a validation metric (the held-out split "
              f"never selects models): use one of {', '.join(objectives)}")
     _require(d.limit is None or d.limit >= 1, f"data.limit={d.limit} must be >= 1 or null")
+    resume = t.get("resume")
+    _require(resume is None or (isinstance(resume, str) and bool(resume.strip())),
+             f"trainer.resume={resume!r} must be an MLflow run id, auto, or null")
+    _require(cfg.task == "train" or resume is None,
+             "trainer.resume applies to task=train only: drop it")
+    check_targets(cfg)  # a _target_ outside segkit's allowlist never gets imported
 
 
 def check_batch_size(batch_size: int, train_size: int) -> None:

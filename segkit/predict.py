@@ -132,10 +132,13 @@ def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
     import keras
 
     try:
+        # safe_mode: a model file may not run code (Lambda layers holding pickled bytecode).
         if is_mlflow_uri(uri):
-            model = mlflow.keras.load_model(uri)
+            model = mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True,
+                                                                    "compile": False})
         else:
-            model = keras.saving.load_model(Path(uri).expanduser(), compile=False)
+            model = keras.saving.load_model(Path(uri).expanduser(), compile=False,
+                                            safe_mode=True)
     except Exception as exc:  # Keras and MLflow raise many types for a bad file or URI
         raise PredictError(f"model {uri!r} could not be loaded ({_first_line(exc)}); "
                            f"give {MODEL_FORMS}") from exc

@@ -83,14 +83,38 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any data or training, when an http(s) tracking server does not
+    answer (MLflow's own client would retry for minutes, at the end of training)."""
+    import urllib.error
+    import urllib.request
+
+    from segkit.config import ConfigError
+
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+            reply.read(100)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            f"tracking.uri={uri} is unreachable ({reason}): start the MLflow server, or set "
+            "tracking.uri / MLFLOW_TRACKING_URI to a reachable one (unset: the local store)"
+        ) from None
+
+
 @contextmanager
 def start_run(uri: str, experiment: str, run_name: str | None = None,
-              tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+              tags: Mapping[str, str] | None = None,
+              run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, or FAILED (with the error as a tag) when the body
-    raises, or KILLED on Ctrl-C."""
+    raises, or KILLED on Ctrl-C / SIGTERM. ``run_id`` reopens an existing run (resume)."""
     experiment_id = setup_experiment(uri, experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}),
-                          log_system_metrics=False) as run:
+    opened = (mlflow.start_run(run_id=run_id, log_system_metrics=False) if run_id else
+              mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                               tags=dict(tags or {}), log_system_metrics=False))
+    with opened as run:
         try:
             yield run
         except KeyboardInterrupt:
@@ -99,6 +123,66 @@ def start_run(uri: str, experiment: str, run_name: str | None = None,
         except Exception as exc:
             mlflow.set_tag("segkit.error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
+
+
+# Keys that do not change what a run computes: left out of its config hash.
+_HASH_EXCLUDED = ("paths", "hydra", "tracking.run_name", "trainer.resume", "trainer.verbose",
+                  "sweep")
+
+
+def config_hash(config: Mapping) -> str:
+    """sha256 of the resolved config minus output paths and bookkeeping keys: two runs with
+    the same hash trained the same thing (tag ``segkit.config_hash``)."""
+    import hashlib
+
+    tree = json.loads(json.dumps(dict(config), default=str))
+    for key in _HASH_EXCLUDED:
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+RESUMABLE = ("KILLED", "FAILED", "RUNNING")
+
+
+def find_resumable(experiment_id: str, resume: str, chash: str) -> tuple[str, Path] | None:
+    """``trainer.resume``: the run to continue and its run folder. ``auto`` picks the latest
+    interrupted run with the same config hash (None when there is none); a run id must name
+    an interrupted run of this experiment."""
+    from segkit.config import ConfigError
+
+    client = mlflow.MlflowClient()
+    if resume == "auto":
+        found = client.search_runs(
+            [experiment_id], f"tags.`segkit.config_hash` = '{chash}'",
+            order_by=["attributes.start_time DESC"], max_results=20)
+        runs = [r for r in found if r.info.status in RESUMABLE
+                and "segkit.run_dir" in r.data.tags]
+        if not runs:
+            log.info("trainer.resume=auto: no interrupted run of this config; starting anew")
+            return None
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(resume)
+        except mlflow.exceptions.MlflowException:
+            raise ConfigError(f"trainer.resume={resume}: no such MLflow run in the tracking "
+                              "store: copy the id from the interrupted run's log or the UI"
+                              ) from None
+        if run.info.experiment_id != experiment_id:
+            raise ConfigError(f"trainer.resume={resume} belongs to another experiment: set "
+                              "tracking.experiment to the run's experiment")
+        if run.info.status not in RESUMABLE:
+            raise ConfigError(f"trainer.resume={resume}: the run is {run.info.status}, "
+                              "nothing to resume: start a new run without trainer.resume")
+        if "segkit.run_dir" not in run.data.tags:
+            raise ConfigError(f"trainer.resume={resume}: the run has no segkit.run_dir tag "
+                              "(not a segkit training run)")
+    return run.info.run_id, Path(run.data.tags["segkit.run_dir"])
 
 
 def log_run_context(config: Mapping, root: Path, hydra_dir: Path | None) -> None:

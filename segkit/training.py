@@ -9,8 +9,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from segkit.checkpoints import TrainingState
 from segkit.config import PRECISIONS
 from segkit.errors import SegkitError
+from segkit.targets import instantiate_all
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +108,15 @@ class TimeLimit(keras.callbacks.Callback):
     whether the limit, rather than the epoch count, ended training.
     """
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, spent_seconds: float = 0.0):
         super().__init__()
         self.seconds = minutes * 60.0
+        self.spent = spent_seconds  # training time before an interruption counts too
         self.stopped_early = False
 
     def on_train_begin(self, logs=None):
-        self._start = self._last = time.perf_counter()
+        self._last = time.perf_counter()
+        self._start = self._last - self.spent
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
@@ -124,24 +128,22 @@ class TimeLimit(keras.callbacks.Callback):
                      self.seconds / 60, epoch + 1)
 
 
-def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None
-                    ) -> list[keras.callbacks.Callback]:
-    """EarlyStopping, best-model ModelCheckpoint, ReduceLROnPlateau and TensorBoard, each
-    switched on by its ``enabled`` flag (they all watch the validation carve-out), plus a
-    wall-clock TimeLimit when ``max_minutes`` is set."""
+def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None,
+                    restored: dict | None = None) -> list[keras.callbacks.Callback]:
+    """EarlyStopping, ReduceLROnPlateau and TensorBoard, each switched on by its ``enabled``
+    flag (they all watch the validation carve-out), a wall-clock TimeLimit when
+    ``max_minutes`` is set, any ``extra`` callbacks, and last the TrainingState that saves
+    the best model (``checkpoint``) and everything a resume needs at every epoch end.
+    ``restored`` is the state.json of an interrupted run being resumed."""
+    restored = restored or {}
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
     if max_minutes:
-        callbacks.append(TimeLimit(max_minutes))
+        callbacks.append(TimeLimit(max_minutes, restored.get("train_seconds", 0.0)))
     es = cb_cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta,
             restore_best_weights=es.restore_best_weights, verbose=1))
-    ck = cb_cfg.checkpoint
-    if ck.enabled:
-        callbacks.append(keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoints" / "best.keras"), monitor=ck.monitor, mode=ck.mode,
-            save_best_only=True, verbose=0))
     rl = cb_cfg.reduce_lr
     if rl.enabled:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -152,4 +154,9 @@ def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None
         callbacks.append(keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tensorboard"), histogram_freq=0, write_graph=False,
             profile_batch=0))
+    callbacks.extend(instantiate_all(cb_cfg.get("extra") or [], "callbacks.extra"))
+    ck = cb_cfg.checkpoint
+    callbacks.append(TrainingState(run_dir / "checkpoints", ck.monitor, ck.mode,
+                                   save_best=ck.enabled, callbacks=callbacks,
+                                   restored=restored or None))
     return callbacks

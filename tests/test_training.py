@@ -47,7 +47,7 @@ def test_optimizers_from_config():
 def test_callbacks_follow_enabled_flags(compose_cfg, tmp_path):
     cfg = compose_cfg("callbacks.tensorboard.enabled=false", "callbacks.reduce_lr.enabled=false")
     names = [type(cb).__name__ for cb in build_callbacks(cfg.callbacks, tmp_path, 5)]
-    assert names == ["EpochTimer", "TimeLimit", "EarlyStopping", "ModelCheckpoint"]
+    assert names == ["EpochTimer", "TimeLimit", "EarlyStopping", "TrainingState"]
 
 
 def test_time_limit_stops_when_next_epoch_would_overrun():

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_THRESHOLD = 128  # Kvasir-SEG masks are JPEGs: values 0-8 and 246-255, so 128 splits them.
+# A mask with more than this share of grey levels in 32-223 is not a binary mask (Kvasir-SEG
+# has none at full resolution, under 1% after JPEG draft downscaling): warn, still threshold.
+AMBIGUOUS_RANGE, AMBIGUOUS_SHARE = (32, 223), 0.05
 _MAX_LISTED = 10
 
 
@@ -128,19 +131,24 @@ def _grey8(mk: Image.Image) -> Image.Image:
     return mk.convert("L")
 
 
-def load_mask(path: Path, size: int | None = None) -> np.ndarray:
-    """Decode a mask to {0,1} uint8 (H, W, 1): grey levels resized bilinearly, then >= 128."""
+def _mask_grey(path: Path, size: int | None) -> tuple[np.ndarray, float]:
+    """8-bit grey levels of a mask, resized if asked, and the share of non-binary levels."""
     with Image.open(path) as mk:
         if size is not None:
             mk.draft("L", (size, size))
         mk = _grey8(mk)
+        grey = np.asarray(mk)
+        lo, hi = AMBIGUOUS_RANGE
+        ambiguous = float(((grey >= lo) & (grey <= hi)).mean()) if grey.size else 0.0
         if size is not None and mk.size != (size, size):
-            mk = mk.resize((size, size), Image.Resampling.BILINEAR)
-        return (np.asarray(mk) >= MASK_THRESHOLD).astype(np.uint8)[..., None]
+            grey = np.asarray(mk.resize((size, size), Image.Resampling.BILINEAR))
+        return grey, ambiguous
 
 
-def _load_pair(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
-    return load_image(sample.image, size), load_mask(sample.mask, size)
+def load_mask(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode a mask to {0,1} uint8 (H, W, 1): grey levels resized bilinearly, then >= 128."""
+    grey, _ = _mask_grey(path, size)
+    return (grey >= MASK_THRESHOLD).astype(np.uint8)[..., None]
 
 
 def decode_all(
@@ -155,15 +163,24 @@ def decode_all(
     images = np.empty((len(samples), size, size, 3), np.uint8)
     masks = np.empty((len(samples), size, size, 1), np.uint8)
     failed: list[str] = []
+    grey: list[str] = []
 
     def work(i: int) -> None:
         try:
-            images[i], masks[i] = _load_pair(samples[i], size)
+            images[i] = load_image(samples[i].image, size)
+            mask, ambiguous = _mask_grey(samples[i].mask, size)
+            masks[i] = (mask >= MASK_THRESHOLD)[..., None]
+            if ambiguous > AMBIGUOUS_SHARE:
+                grey.append(f"{samples[i].name} ({ambiguous:.0%})")
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             failed.append(f"{samples[i].name} ({exc})")
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(work, range(len(samples))))
+    if grey:
+        log.warning("%d mask(s) are not binary (share of grey levels %d-%d): %s; they are "
+                    "thresholded at %d: check they are masks, not images", len(grey),
+                    *AMBIGUOUS_RANGE, listing(sorted(grey)), MASK_THRESHOLD)
     if failed:
         raise DataError(
             f"{len(failed)} file(s) could not be decoded: {listing(sorted(failed))}; "

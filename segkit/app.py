@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from segkit.training import (
 
 log = logging.getLogger(__name__)
 
-def _build_compiled(cfg: DictConfig, policy: str) -> keras.Model:
+def _build_compiled(cfg: DictConfig, policy: str, steps_per_epoch: int) -> keras.Model:
     """Model under the dtype policy (restored afterwards: layers keep theirs), compiled."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -40,7 +41,8 @@ def _build_compiled(cfg: DictConfig, policy: str) -> keras.Model:
         model = build_model(cfg.model, cfg.data.image_size)
     finally:
         keras.config.set_dtype_policy(previous)
-    model.compile(optimizer=build_optimizer(cfg.optimizer), loss=build_loss(cfg.loss),
+    optimizer = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch, cfg.trainer.epochs)
+    model.compile(optimizer=optimizer, loss=build_loss(cfg.loss),
                   metrics=training_metrics(cfg.eval.threshold))
     return model
 
@@ -55,7 +57,7 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
     train_ds = make_dataset(data.images["train"], data.masks["train"], t.batch_size,
                             training=True, seed=cfg.seed, augment=cfg.augment.name)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
-    callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored)
+    callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored, cfg.schedule)
     callbacks.insert(-1, tracking.MLflowEpochLogger())
     state: TrainingState = callbacks[-1]
     start = time.perf_counter()
@@ -137,7 +139,8 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
                 _log_data(data)
                 mlflow.log_param("trainer.policy", policy)
                 checkpoints.save_config(run_dir / "checkpoints", cfg)
-                model = _build_compiled(cfg, policy)
+                steps = math.ceil(len(data.split.train) / cfg.trainer.batch_size)
+                model = _build_compiled(cfg, policy, steps)
                 mlflow.log_param("model.params", model.count_params())
             else:
                 model = resume.load_last()

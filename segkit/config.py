@@ -23,6 +23,7 @@ CHOICES = {
     "optimizer.name": ("adam", "adamw", "sgd"),
     "augment.name": ("none", "flips"),
     "split.name": ("official", "reference", "random"),
+    "schedule.name": ("constant", "cosine", "plateau"),
 }
 
 
@@ -89,6 +90,13 @@ def validate(cfg: DictConfig) -> None:
              f"objective={cfg.objective!r} must be a validation metric (the held-out split "
              f"never selects models): use one of {', '.join(objectives)}")
     _require(d.limit is None or d.limit >= 1, f"data.limit={d.limit} must be >= 1 or null")
+    sc = cfg.schedule
+    if sc.name == "cosine":
+        _require(sc.warmup_epochs >= 0, f"schedule.warmup_epochs={sc.warmup_epochs} must be >= 0")
+        _require(0 <= sc.min_lr_ratio < 1,
+                 f"schedule.min_lr_ratio={sc.min_lr_ratio} must be in [0, 1)")
+    if sc.name == "plateau":
+        _require(0 < sc.factor < 1, f"schedule.factor={sc.factor} must be in (0, 1)")
     resume = t.get("resume")
     _require(resume is None or (isinstance(resume, str) and bool(resume.strip())),
              f"trainer.resume={resume!r} must be an MLflow run id, auto, or null")

@@ -77,11 +77,27 @@ class Evaluation:
         ]
 
 
-def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int):
-    """Yield (start index, float32 probabilities (B, H, W)) per batch of uint8 images."""
+def _predict(model: keras.Model, batch: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+
+
+def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int,
+                    tta: bool = False):
+    """Yield (start index, float32 probabilities (B, H, W)) per batch of uint8 images.
+
+    ``tta``: test-time augmentation, the mean of the predictions on the image and on its
+    horizontal, vertical and double flips (each flipped back): 4x the prediction cost.
+    """
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].astype(np.float32)
-        yield start, np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+        if not tta:
+            yield start, _predict(model, batch)
+            continue
+        views = [(1,), (2,), (1, 2)]
+        total = _predict(model, batch)
+        for axes in views:
+            total += np.flip(_predict(model, np.flip(batch, axes)), tuple(a for a in axes))
+        yield start, total / (len(views) + 1)
 
 
 def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -106,6 +122,7 @@ def evaluate(
     batch_size: int = 8,
     bins: int = 1000,
     originals: Sequence[Sample] | None = None,
+    tta: bool = False,
 ) -> Evaluation:
     """Predict ``images`` (uint8, model size) in batches and score them.
 
@@ -116,7 +133,7 @@ def evaluate(
     thresholds = grid(threshold)
     hist = ScoreHistogram(bins)
     counts = np.zeros((len(images), len(thresholds), 4), np.int64)
-    for start, probs in predict_batches(model, images, batch_size):
+    for start, probs in predict_batches(model, images, batch_size, tta):
         for i, prob in enumerate(probs, start):
             if originals is None:
                 truth = masks[i, ..., 0] > 0

@@ -117,7 +117,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def _gallery_cases(model: keras.Model, data: Prepared, result: Evaluation,
-                   batch_size: int) -> list[dict]:
+                   batch_size: int, tta: bool = False) -> list[dict]:
     """Best, median and worst test images by Dice (two of each when there are enough)."""
     rows = result.per_image()
     order = np.argsort([r["dice"] for r in rows], kind="stable")
@@ -128,7 +128,7 @@ def _gallery_cases(model: keras.Model, data: Prepared, result: Evaluation,
     picks += [("worst", i) for i in order[:k]]
     idx = np.array([i for _, i in picks])
     images = data.images["test"][idx]
-    probs = np.concatenate([p for _, p in predict_batches(model, images, batch_size)])
+    probs = np.concatenate([p for _, p in predict_batches(model, images, batch_size, tta)])
     return [{"title": f"{label}: {rows[i]['name']}", "image": images[j],
              "truth": data.masks["test"][i, ..., 0] > 0, "pred": probs[j] >= result.threshold,
              "dice": rows[i]["dice"]} for j, (label, i) in enumerate(picks)]
@@ -143,7 +143,7 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {part: evaluate(model, data.images[part], data.masks[part], data.names(part),
                               split=f"{data.split.name}/{part}", threshold=ev.threshold,
-                              batch_size=ev.batch_size, bins=ev.bins)
+                              batch_size=ev.batch_size, bins=ev.bins, tta=ev.tta)
                for part in ("val", "test")}
     val, test = results["val"], results["test"]
     chosen = val.best_threshold() if ev.select_threshold else ev.threshold
@@ -154,7 +154,7 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
         full = evaluate(model, data.images["test"], data.masks["test"], data.names("test"),
                         split=f"{data.split.name}/test (original resolution)",
                         threshold=chosen, batch_size=ev.batch_size, bins=ev.bins,
-                        originals=[data.samples[n] for n in data.names("test")])
+                        originals=[data.samples[n] for n in data.names("test")], tta=ev.tta)
         metrics.update({f"test_fullres_{k}": v for k, v in full.metrics.items()})
 
     for part, r in results.items():
@@ -187,15 +187,17 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
             split="validation" if part == "val" else "test").name
     figures["Per-image Dice (test)"] = plots.plot_dice_histogram(
         np.array([row["dice"] for row in test.per_image()]), out_dir / "dice_hist_test.png").name
+    cases = _gallery_cases(model, data, test, ev.batch_size, ev.tta)
     figures["Best, median and worst test images"] = plots.plot_gallery(
-        _gallery_cases(model, data, test, ev.batch_size), out_dir / "gallery_test.png").name
+        cases, out_dir / "gallery_test.png").name
 
     sizes = data.split.sizes()
     notes = [f"split: {data.split.name}; train {sizes['train']}, validation {sizes['val']}, "
              f"held-out test {sizes['test']} images; {data.image_size}x{data.image_size}",
              f"threshold {ev.threshold} for every figure; chosen on validation: {chosen} "
              "(test_tuned_* metrics)",
-             "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels"]
+             "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels",
+             "test-time augmentation (flip averaging): " + ("on" if ev.tta else "off")]
     table = {"validation": val.metrics, "test": test.metrics,
              f"test @ {chosen}": test.at(chosen)}
     write_report(out_dir / "report.md", title="segkit evaluation report", metrics=table,

@@ -45,9 +45,30 @@ def resolve_precision(name: str) -> str:
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 
-def build_optimizer(opt_cfg) -> keras.optimizers.Optimizer:
-    """Adam, AdamW or SGD (with momentum) from ``cfg.optimizer``."""
-    common = {"learning_rate": opt_cfg.lr}
+SCHEDULES = ("constant", "cosine", "plateau")
+
+
+def learning_rate(lr: float, schedule_cfg=None, steps_per_epoch: int = 1, epochs: int = 1):
+    """``lr`` itself (constant, plateau: the callback lowers it), or Keras' CosineDecay with
+    linear warmup over ``warmup_epochs`` down to ``min_lr_ratio * lr`` at the last step."""
+    name = schedule_cfg.name if schedule_cfg is not None else "constant"
+    if name not in SCHEDULES:
+        raise SegkitError(f"schedule.name={name!r} is unknown: use one of {SCHEDULES}")
+    if name != "cosine":
+        return lr
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, int(round(schedule_cfg.warmup_epochs * steps_per_epoch)))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr / 100 if warmup else lr, decay_steps=total - warmup,
+        alpha=schedule_cfg.min_lr_ratio, warmup_target=lr if warmup else None,
+        warmup_steps=warmup)
+
+
+def build_optimizer(opt_cfg, schedule_cfg=None, steps_per_epoch: int = 1, epochs: int = 1
+                    ) -> keras.optimizers.Optimizer:
+    """Adam, AdamW or SGD (with momentum) from ``cfg.optimizer``, its learning rate following
+    ``cfg.schedule`` over ``epochs`` of ``steps_per_epoch`` steps."""
+    common = {"learning_rate": learning_rate(opt_cfg.lr, schedule_cfg, steps_per_epoch, epochs)}
     if opt_cfg.get("clipnorm"):
         common["clipnorm"] = opt_cfg.clipnorm
     name = opt_cfg.name
@@ -129,9 +150,11 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None,
-                    restored: dict | None = None) -> list[keras.callbacks.Callback]:
-    """EarlyStopping, ReduceLROnPlateau and TensorBoard, each switched on by its ``enabled``
-    flag (they all watch the validation carve-out), a wall-clock TimeLimit when
+                    restored: dict | None = None, schedule_cfg=None
+                    ) -> list[keras.callbacks.Callback]:
+    """EarlyStopping and TensorBoard, each switched on by its ``enabled`` flag (they watch
+    the validation carve-out), ReduceLROnPlateau for ``schedule=plateau``, a wall-clock
+    TimeLimit when
     ``max_minutes`` is set, any ``extra`` callbacks, and last the TrainingState that saves
     the best model (``checkpoint``) and everything a resume needs at every epoch end.
     ``restored`` is the state.json of an interrupted run being resumed."""
@@ -144,8 +167,8 @@ def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None,
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta,
             restore_best_weights=es.restore_best_weights, verbose=1))
-    rl = cb_cfg.reduce_lr
-    if rl.enabled:
+    rl = schedule_cfg
+    if rl is not None and rl.name == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=rl.monitor, mode=rl.mode, factor=rl.factor, patience=rl.patience,
             min_lr=rl.min_lr, verbose=1))

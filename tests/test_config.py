@@ -87,10 +87,13 @@ def test_choices_match_the_builders():
     from segkit.config import CHOICES
     from segkit.data.pipeline import AUGMENTATIONS
     from segkit.models import BUILDERS
+    from segkit.training import SCHEDULES
 
     assert set(CHOICES["augment.name"]) == set(AUGMENTATIONS)
     assert set(CHOICES["model.name"]) == set(BUILDERS)
+    assert set(CHOICES["schedule.name"]) == set(SCHEDULES)
     conf = ROOT / "conf"
     for group, key in (("loss", "loss.name"), ("optimizer", "optimizer.name"),
-                       ("augment", "augment.name"), ("split", "split.name")):
+                       ("augment", "augment.name"), ("split", "split.name"),
+                       ("schedule", "schedule.name")):
         assert {p.stem for p in (conf / group).glob("*.yaml")} == set(CHOICES[key])

@@ -88,3 +88,23 @@ def test_original_resolution_scores_against_full_size_masks(tmp_path):
     assert res.counts[:, 0].sum(axis=1).tolist() == [600, 600]  # 30 x 20 pixels each
     assert res.metrics["tp"] + res.metrics["fn"] == 2 * 300
     assert res.metrics["mdice"] > 0.9
+
+
+def test_tta_averages_the_flipped_predictions():
+    import keras
+
+    from segkit.evaluation import predict_batches
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(
+        keras.layers.Rescaling(1 / 255)(inputs)))
+    x = images.astype(np.float32)
+    p = lambda a: model.predict_on_batch(a)[..., 0]  # noqa: E731
+    expected = (p(x) + p(x[:, :, ::-1])[:, :, ::-1] + p(x[:, ::-1])[:, ::-1]
+                + p(x[:, ::-1, ::-1])[:, ::-1, ::-1]) / 4
+    (_, plain), = predict_batches(model, images, 8)
+    (_, tta), = predict_batches(model, images, 8, tta=True)
+    np.testing.assert_allclose(tta, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(tta, plain, atol=1e-4)  # a random 3x3 kernel is not flip-symmetric

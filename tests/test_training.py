@@ -45,9 +45,28 @@ def test_optimizers_from_config():
 
 
 def test_callbacks_follow_enabled_flags(compose_cfg, tmp_path):
-    cfg = compose_cfg("callbacks.tensorboard.enabled=false", "callbacks.reduce_lr.enabled=false")
-    names = [type(cb).__name__ for cb in build_callbacks(cfg.callbacks, tmp_path, 5)]
+    cfg = compose_cfg("callbacks.tensorboard.enabled=false", "schedule=constant")
+    names = [type(cb).__name__ for cb in build_callbacks(cfg.callbacks, tmp_path, 5,
+                                                         schedule_cfg=cfg.schedule)]
     assert names == ["EpochTimer", "TimeLimit", "EarlyStopping", "TrainingState"]
+    cfg = compose_cfg("callbacks.early_stopping.enabled=false")  # schedule=plateau by default
+    names = [type(cb).__name__ for cb in build_callbacks(cfg.callbacks, tmp_path,
+                                                         schedule_cfg=cfg.schedule)]
+    assert names == ["EpochTimer", "ReduceLROnPlateau", "TensorBoard", "TrainingState"]
+
+
+def test_cosine_schedule_warms_up_then_decays(compose_cfg):
+    cfg = compose_cfg("schedule=cosine", "schedule.warmup_epochs=2", "schedule.min_lr_ratio=0.1",
+                      "optimizer.lr=0.01")
+    opt = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch=10, epochs=12)
+    sched = opt._learning_rate
+    lr = [float(sched(step)) for step in (0, 10, 20, 70, 120)]
+    assert lr[0] == pytest.approx(1e-4)  # warmup starts at lr / 100
+    assert lr[2] == pytest.approx(0.01)  # the peak at the end of warmup (20 steps)
+    assert lr[3] == pytest.approx(0.001 + 0.009 * 0.5 * (1 + np.cos(np.pi * 0.5)), rel=1e-5)
+    assert lr[4] == pytest.approx(0.001)  # min_lr_ratio * lr at the last step
+    assert lr[0] < lr[1] < lr[2]
+    assert float(build_optimizer(cfg.optimizer).learning_rate) == pytest.approx(0.01)
 
 
 def test_time_limit_stops_when_next_epoch_would_overrun():

@@ -16,10 +16,11 @@ from segkit.targets import check_targets
 
 # This module imports no TensorFlow/Keras, so a bad override fails within a second.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+ENCODERS = ("resnet50", "efficientnetb0", "mobilenetv2")  # model=encoder_unet
 # The options each name key accepts (tests keep these equal to the builders' registries).
 CHOICES = {
-    "model.name": ("unet",),
-    "loss.name": ("bce", "dice", "bce_dice"),
+    "model.name": ("unet", "resunet", "attention_unet", "encoder_unet"),
+    "loss.name": ("bce", "dice", "bce_dice", "focal", "tversky"),
     "optimizer.name": ("adam", "adamw", "sgd"),
     "augment.name": ("none", "flips"),
     "split.name": ("official", "reference", "random"),
@@ -63,10 +64,16 @@ def validate(cfg: DictConfig) -> None:
                  f"{key}={value!r} is unknown: use one of {', '.join(options)}")
     _require(isinstance(d.image_size, int) and d.image_size >= 8,
              f"data.image_size={d.image_size} must be an integer >= 8")
-    check_unet_args(d.image_size, m.depth, m.filters)
-    _require(m.kernel_size >= 1 and m.kernel_size % 2 == 1,
-             f"model.kernel_size={m.kernel_size} must be a positive odd integer")
-    _require(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1)")
+    if m.name == "encoder_unet":
+        _require(d.image_size % 32 == 0, f"data.image_size={d.image_size} is not divisible by "
+                 "32, which model=encoder_unet needs: use a multiple of 32")
+        _require(m.encoder in ENCODERS, f"model.encoder={m.encoder!r} is unknown: use one of "
+                 f"{', '.join(ENCODERS)}")
+    else:  # the U-Net family: unet, resunet, attention_unet
+        check_unet_args(d.image_size, m.depth, m.filters)
+        _require(m.kernel_size >= 1 and m.kernel_size % 2 == 1,
+                 f"model.kernel_size={m.kernel_size} must be a positive odd integer")
+        _require(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1)")
     _require(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr} must be > 0")
     _require(t.epochs >= 1, f"trainer.epochs={t.epochs} must be >= 1")
     _require(t.max_minutes is None or t.max_minutes > 0,

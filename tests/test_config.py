@@ -47,13 +47,15 @@ def test_presets_compose(compose_cfg):
     ("objective=test_mdice", "objective"),
     ("eval.threshold=1.5", "eval.threshold"),
     ("augment.name=mixup", "augment.name"),
-    ("loss.name=focal", "loss.name"),
+    ("loss.name=focalish", "loss.name"),
+    ("model=encoder_unet data.image_size=48", "not divisible by 32"),
+    ("model=encoder_unet model.encoder=vgg", "model.encoder='vgg' is unknown"),
     ("task=predict", "task"),
     ("task=evaluate", "model_uri"),
 ])
 def test_impossible_values_fail_validation(compose_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(compose_cfg(override))
+        validate(compose_cfg(*override.split()))
 
 
 def test_batch_larger_than_training_set():
@@ -84,14 +86,17 @@ def test_cli_rejects_before_any_work(tmp_path, override, expected):
 
 
 def test_choices_match_the_builders():
-    from segkit.config import CHOICES
+    from segkit.config import CHOICES, ENCODERS
     from segkit.data.pipeline import AUGMENTATIONS
-    from segkit.models import BUILDERS
+    from segkit.losses import LOSSES
+    from segkit.models import BUILDERS, encoder_unet
     from segkit.training import SCHEDULES
 
     assert set(CHOICES["augment.name"]) == set(AUGMENTATIONS)
     assert set(CHOICES["model.name"]) == set(BUILDERS)
     assert set(CHOICES["schedule.name"]) == set(SCHEDULES)
+    assert set(CHOICES["loss.name"]) == set(LOSSES)
+    assert set(ENCODERS) == set(encoder_unet.ENCODERS)
     conf = ROOT / "conf"
     for group, key in (("loss", "loss.name"), ("optimizer", "optimizer.name"),
                        ("augment", "augment.name"), ("split", "split.name"),

@@ -7,9 +7,17 @@ import inspect
 import keras
 
 from segkit.config import ConfigError
+from segkit.models.attention_unet import build_attention_unet
+from segkit.models.encoder_unet import build_encoder_unet
+from segkit.models.resunet import build_resunet
 from segkit.models.unet import build_unet
 
-BUILDERS = {"unet": build_unet}
+BUILDERS = {
+    "unet": build_unet,
+    "resunet": build_resunet,
+    "attention_unet": build_attention_unet,
+    "encoder_unet": build_encoder_unet,
+}
 
 
 def build_model(model_cfg, image_size: int) -> keras.Model:
@@ -27,4 +35,5 @@ def build_model(model_cfg, image_size: int) -> keras.Model:
     return builder(image_size=image_size, **kwargs)
 
 
-__all__ = ["BUILDERS", "build_model", "build_unet"]
+__all__ = ["BUILDERS", "build_attention_unet", "build_encoder_unet", "build_model",
+           "build_resunet", "build_unet"]

@@ -1,22 +1,89 @@
-"""U-Net (Ronneberger et al., 2015) as a short functional Keras model."""
+"""U-Net (Ronneberger et al., 2015) as a short functional Keras model.
+
+Also the pieces the other U-Net variants reuse: option checks, conv blocks, the
+encoder/decoder skeleton (``unet_body``) with pluggable blocks and skip gates, upsampling
+and the float32 sigmoid head.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import keras
 from keras import layers
 
 from segkit.config import ConfigError, check_unet_args
 
+UPSAMPLINGS = ("transpose", "bilinear")
 
-def _conv_block(x, filters: int, kernel_size: int, batch_norm: bool, dropout: float, name: str):
+
+def check_upsampling(upsampling: str) -> None:
+    if upsampling not in UPSAMPLINGS:
+        raise ConfigError(
+            f"model.upsampling={upsampling!r} is unknown: use transpose or bilinear"
+        )
+
+
+def check_unet_options(image_size: int, depth: int, filters: int, kernel_size: int,
+                       dropout: float, upsampling: str) -> None:
+    """ConfigError naming the key for any option a U-Net-shaped model cannot take."""
+    check_unet_args(image_size, depth, filters)
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ConfigError(f"model.kernel_size={kernel_size} must be a positive odd integer")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
+    check_upsampling(upsampling)
+
+
+def conv_bn(x, filters: int, kernel_size: int, batch_norm: bool, name: str, i: int):
+    """Conv2D (no bias when a BatchNormalization follows) and the optional BN."""
+    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm,
+                      kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+    return x
+
+
+def conv_block(x, filters: int, kernel_size: int, batch_norm: bool, dropout: float, name: str):
+    """Two (conv, BN?, ReLU), dropout after the first."""
     for i in (1, 2):
-        x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm,
-                          kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
-        if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = conv_bn(x, filters, kernel_size, batch_norm, name, i)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
         if dropout and i == 1:
             x = layers.Dropout(dropout, name=f"{name}_drop")(x)
+    return x
+
+
+def upsample(x, filters: int, upsampling: str, name: str):
+    """2x upsampling to ``filters`` channels: Conv2DTranspose, or bilinear + 1x1 conv."""
+    if upsampling == "transpose":
+        return layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=name)(x)
+    x = layers.UpSampling2D(2, interpolation="bilinear", name=name)(x)
+    return layers.Conv2D(filters, 1, name=f"{name}_proj")(x)
+
+
+def mask_head(x):
+    """1x1 conv to one sigmoid channel, float32 under any dtype policy."""
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+
+
+def unet_body(x, depth: int, filters: int, upsampling: str, block: Callable,
+              gate: Callable | None = None):
+    """Encoder, bottleneck and decoder of a U-Net; ``block(x, filters, name)`` is each
+    level's block, ``gate(skip, coarser, filters, name)`` (optional) filters each skip
+    with the coarser decoder features before the concatenation."""
+    skips = []
+    for level in range(depth):
+        x = block(x, filters * 2**level, f"enc{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = block(x, filters * 2**depth, "bottleneck")
+    for level in reversed(range(depth)):
+        f = filters * 2**level
+        skip = skips[level] if gate is None else gate(skips[level], x, f, f"att{level}")
+        x = upsample(x, f, upsampling, f"up{level}")
+        x = layers.Concatenate(name=f"skip{level}")([x, skip])
+        x = block(x, f, f"dec{level}")
     return x
 
 
@@ -35,27 +102,12 @@ def build_unet(
     Input: float RGB in 0-255 (rescaled to [0, 1] by the first layer). Output: a float32
     sigmoid probability map (N, H, W, 1), float32 even under a mixed precision policy.
     """
-    check_unet_args(image_size, depth, filters)
-    if upsampling not in ("transpose", "bilinear"):
-        raise ConfigError(
-            f"model.upsampling={upsampling!r} is unknown: use transpose or bilinear"
-        )
+    check_unet_options(image_size, depth, filters, kernel_size, dropout, upsampling)
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    skips = []
-    for level in range(depth):
-        x = _conv_block(x, filters * 2**level, kernel_size, batch_norm, dropout, f"enc{level}")
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = _conv_block(x, filters * 2**depth, kernel_size, batch_norm, dropout, "bottleneck")
-    for level in reversed(range(depth)):
-        f = filters * 2**level
-        if upsampling == "transpose":
-            x = layers.Conv2DTranspose(f, 2, strides=2, padding="same", name=f"up{level}")(x)
-        else:
-            x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
-            x = layers.Conv2D(f, 1, name=f"up{level}_proj")(x)
-        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        x = _conv_block(x, f, kernel_size, batch_norm, dropout, f"dec{level}")
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
-    return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{filters}")
+
+    def block(x, f, name):
+        return conv_block(x, f, kernel_size, batch_norm, dropout, name)
+
+    x = unet_body(x, depth, filters, upsampling, block)
+    return keras.Model(inputs, mask_head(x), name=f"unet_d{depth}_f{filters}")

@@ -1,5 +1,6 @@
 """Entry point: `python run.py [overrides]` trains and evaluates one configured experiment;
-`python run.py -m key=a,b` sweeps. All work happens in segkit.app.run_experiment."""
+`python run.py -m key=a,b` sweeps (segkit.sweep: parent run, failures contained, summary).
+All work happens in segkit.app.run_experiment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from segkit.config import register_resolvers, validate
+from segkit import sweep
+from segkit.config import register_resolvers
 from segkit.errors import SegkitError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
@@ -22,15 +24,23 @@ log = logging.getLogger("segkit")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | sweep.FailedJob:
+    register_resolvers(ROOT)  # idempotent: for launchers whose workers never import run.py
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
-    try:
-        validate(cfg)  # before TensorFlow is imported: a bad value fails in about a second
+
+    def train(run_name: str | None, tags: dict[str, str]) -> float:
         from segkit.app import run_experiment
 
         return run_experiment(cfg, root=ROOT, run_dir=out, hydra_dir=out / hc.output_subdir,
-                              run_name=hc.job.override_dirname or None)
+                              run_name=run_name, tags=tags)
+
+    try:
+        # Validates first (no TensorFlow yet); in a sweep, errors are recorded, not raised.
+        return sweep.run_job(cfg, train)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run is KILLED, its state saved
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except SegkitError as exc:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
@@ -39,3 +49,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     main()
+    raise SystemExit(sweep.exit_status())  # 1 when a sweep had a failed job (summary written)

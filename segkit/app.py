@@ -24,6 +24,7 @@ from segkit.data.pipeline import make_dataset
 from segkit.losses import build_loss
 from segkit.models import build_model
 from segkit.training import (
+    MLflowEpochLogger,
     TimeLimit,
     build_callbacks,
     build_optimizer,
@@ -58,7 +59,7 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
                             training=True, seed=cfg.seed, augment=cfg.augment.name)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
     callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored, cfg.schedule)
-    callbacks.insert(-1, tracking.MLflowEpochLogger())
+    callbacks.insert(-1, MLflowEpochLogger())
     state: TrainingState = callbacks[-1]
     start = time.perf_counter()
     if not restored.get("finished") and done < t.epochs:

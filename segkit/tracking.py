@@ -1,4 +1,5 @@
-"""MLflow: where runs go, what each run records, and the Keras callback that streams epochs."""
+"""MLflow: where runs go and what each run records (no TensorFlow import at module level, so
+a sweep's launcher process starts fast)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
-import keras
 import mlflow
 import numpy as np
 
@@ -197,19 +197,6 @@ def log_run_context(config: Mapping, root: Path, hydra_dir: Path | None) -> None
         mlflow.log_artifacts(str(hydra_dir), "config")
 
 
-class MLflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's Keras logs as MLflow metrics, step = epoch index.
-
-    Hand-written rather than ``mlflow.keras.autolog``: autolog also logs params and models
-    under its own names, which would duplicate and conflict with what segkit logs.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: float(v) for k, v in (logs or {}).items()
-                   if np.isscalar(v) or np.ndim(v) == 0}
-        mlflow.log_metrics(metrics, step=epoch)
-
-
 def source_run_id(model_uri: str) -> str | None:
     """The training run behind a model URI: runs:/<id>/..., models:/m-<logged model id>,
     models:/<name>/<version> or models:/<name>@<alias>; None for a path or an unknown URI."""
@@ -245,12 +232,13 @@ def training_history(run_id: str) -> dict[str, list[float]]:
     return history
 
 
-def log_model(model: keras.Model, sample: np.ndarray, registered_name: str | None = None) -> str:
+def log_model(model, sample: np.ndarray, registered_name: str | None = None) -> str:
     """Log ``model`` in Keras 3 format with an input/output signature; return its model URI.
 
     The logged copy is uncompiled (same layers and weights, no optimizer, loss or metrics),
     so it loads with plain Keras or ``mlflow.pyfunc`` where segkit is not installed.
     """
+    import keras
     from mlflow.models import infer_signature
 
     # Not keras.models.clone_model: in Keras 3 it copies the compile state too.

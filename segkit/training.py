@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import keras
+import mlflow
+import numpy as np
 import tensorflow as tf
 
 from segkit.checkpoints import TrainingState
@@ -183,3 +185,16 @@ def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None,
                                    save_best=ck.enabled, callbacks=callbacks,
                                    restored=restored or None))
     return callbacks
+
+
+class MLflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's Keras logs as MLflow metrics, step = epoch index.
+
+    Hand-written rather than ``mlflow.keras.autolog``: autolog also logs params and models
+    under its own names, which would duplicate and conflict with what segkit logs.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {k: float(v) for k, v in (logs or {}).items()
+                   if np.isscalar(v) or np.ndim(v) == 0}
+        mlflow.log_metrics(metrics, step=epoch)

@@ -1,0 +1,355 @@
+"""Sweeps end to end: `run.py -m` (grid, Optuna, joblib against an MLflow server) gives one
+parent run per sweep with its jobs nested under it, contains failing jobs, skips completed
+configs, and logs a summary to the parent."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ("debug=smoke", "trainer.epochs=1", "split.val_fraction=0.34",
+         "callbacks.tensorboard.enabled=false")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sweep-cache")
+
+
+def run_sweep(real_root: Path, cache: Path, uri: str, sweep_dir: Path, *overrides: str,
+              timeout: int = 900) -> tuple[subprocess.CompletedProcess, float]:
+    """`run.py -m` with the smoke settings; returns the finished process and its seconds."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
+    start = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "-m", *SMOKE, f"data.cache_dir={cache}",
+         f"hydra.sweep.dir={sweep_dir}", *overrides],
+        capture_output=True, text=True, env=env, timeout=timeout)
+    return res, time.perf_counter() - start
+
+
+def runs_of(uri: str) -> tuple[list, list]:
+    """(parent runs, child runs) of the smoke experiment."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("segkit-smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("segkit.sweep") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def read_summary(uri: str, parent_id: str) -> list[dict]:
+    client = MlflowClient(uri)
+    arts = {a.path for a in client.list_artifacts(parent_id, "summary")}
+    assert {"summary/summary.csv", "summary/summary.png"} <= arts
+    local = client.download_artifacts(parent_id, "summary/summary.csv")
+    with open(local, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------ grid sweep and resume
+@pytest.fixture(scope="module")
+def grid(real_root, cache_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    res, seconds = run_sweep(real_root, cache_dir, uri, tmp / "sweep1",
+                             "optimizer.lr=1e-3,1e-4", "model.filters=4,8")
+    assert res.returncode == 0, res.stderr[-3000:]
+    print(f"2x2 sweep: {seconds:.0f} s")
+    return uri, tmp
+
+
+def test_grid_sweep_nests_four_children_under_one_parent(grid):
+    uri, tmp = grid
+    parents, children = runs_of(uri)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    tags = parent.data.tags
+    assert tags["segkit.sweep.dir"] == str(tmp / "sweep1")
+    assert tags["segkit.sweep.swept"] == "optimizer.lr,model.filters"
+    assert "optimizer.lr=1e-3,1e-4" in tags["segkit.sweep.overrides"]
+    assert parent.data.params["sweep.model.filters"] == "4,8"
+    assert "optimizer.lr=1e-3,1e-4" in parent.info.run_name
+    # each child is named by its swept overrides and carries its config hash
+    names = {c.info.run_name for c in children}
+    assert names == {f"optimizer.lr={lr},model.filters={f}"
+                     for lr in ("0.001", "0.0001") for f in ("4", "8")}
+    assert len({c.data.tags["segkit.config_hash"] for c in children}) == 4
+
+    rows = read_summary(uri, parent.info.run_id)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"FINISHED"}
+    assert {(r["param:optimizer.lr"], r["param:model.filters"]) for r in rows} == {
+        (lr, f) for lr in ("0.001", "0.0001") for f in ("4", "8")}
+    by_run = {c.info.run_id: c for c in children}
+    for row in rows:
+        assert float(row["val_mdice"]) == pytest.approx(
+            by_run[row["run_id"]].data.metrics["val_mdice"])
+    best = max(children, key=lambda c: c.data.metrics["val_mdice"])
+    assert tags["segkit.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_val_mdice"] == pytest.approx(
+        best.data.metrics["val_mdice"])
+    assert parent.data.metrics["jobs_total"] == 4 and parent.data.metrics["jobs_failed"] == 0
+    assert (tmp / "sweep1" / "summary.csv").is_file()
+    assert (tmp / "sweep1" / "summary.png").stat().st_size > 1000
+
+
+def test_skip_completed_reuses_finished_runs_and_still_summarises(grid, real_root, cache_dir):
+    uri, tmp = grid
+    _, first = runs_of(uri)
+    res, seconds = run_sweep(real_root, cache_dir, uri, tmp / "sweep2",
+                             "optimizer.lr=1e-3,1e-4", "model.filters=4,8",
+                             "sweep.skip_completed=true")
+    assert res.returncode == 0, res.stderr[-3000:]
+    print(f"2x2 sweep, all skipped: {seconds:.0f} s")
+    assert res.stdout.count("skipped: same config as FINISHED run") == 4
+    parents, children = runs_of(uri)
+    assert len(parents) == 2
+    new_parent = next(p for p in parents if p.data.tags["segkit.sweep.dir"].endswith("sweep2"))
+    new = [c for c in children
+           if c.data.tags["mlflow.parentRunId"] == new_parent.info.run_id]
+    assert len(new) == 4
+    first_ids = {c.info.run_id for c in first}
+    for child in new:  # nothing trained: each stands for a run of the first sweep
+        assert child.data.tags["segkit.skipped_from"] in first_ids
+        assert child.info.status == "FINISHED"
+        assert "segkit.run_dir" not in child.data.tags
+        source = next(c for c in first if c.info.run_id == child.data.tags["segkit.skipped_from"])
+        assert child.data.tags["segkit.config_hash"] == source.data.tags["segkit.config_hash"]
+        assert child.data.metrics["val_mdice"] == source.data.metrics["val_mdice"]
+    rows = read_summary(uri, new_parent.info.run_id)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"SKIPPED"}
+    assert {r["skipped_from"] for r in rows} == first_ids
+    assert new_parent.data.metrics["jobs_skipped"] == 4
+    best = max(first, key=lambda c: c.data.metrics["val_mdice"])
+    assert new_parent.data.tags["segkit.best_run_id"] == best.info.run_id
+
+
+# ------------------------------------------------------------------ failures are contained
+def test_failing_jobs_are_recorded_and_the_others_finish(real_root, cache_dir, tmp_path):
+    """depth 9 fails validation (64 px is not divisible by 2^9: no run exists yet);
+    upsampling=bogus fails inside the run, when the model is built."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res, _ = run_sweep(real_root, cache_dir, uri, tmp_path / "sweep",
+                       "model.depth=2,9", "model.upsampling=transpose,bogus")
+    assert res.returncode == 1, res.stderr[-3000:]  # documented: 1 when any job failed
+    assert "3 failed" in res.stdout
+    parents, children = runs_of(uri)
+    assert len(parents) == 1 and len(children) == 4
+    assert parents[0].info.status == "FINISHED"  # FAILED only when every job failed
+    by_name = {c.info.run_name: c for c in children}
+    ok = by_name["model.depth=2,model.upsampling=transpose"]
+    assert ok.info.status == "FINISHED" and "val_mdice" in ok.data.metrics
+    in_run = by_name["model.depth=2,model.upsampling=bogus"]
+    assert in_run.info.status == "FAILED"
+    assert "upsampling" in in_run.data.tags["segkit.error"]
+    assert "split.train_size" in in_run.data.params  # it failed inside its own run
+    for upsampling in ("transpose", "bogus"):
+        run = by_name[f"model.depth=9,model.upsampling={upsampling}"]
+        assert run.info.status == "FAILED"
+        assert run.data.tags["segkit.failed_before_run"] == "true"
+        assert "model.depth" in run.data.tags["segkit.error"]
+        assert run.data.params["model.depth"] == "9"
+    rows = read_summary(uri, parents[0].info.run_id)
+    status = {r["run_name"]: r["status"] for r in rows}
+    assert sorted(status.values()) == ["FAILED", "FAILED", "FAILED", "FINISHED"]
+    assert all(r["error"] for r in rows if r["status"] == "FAILED")
+    assert parents[0].data.tags["segkit.best_run_id"] == ok.info.run_id
+
+
+# ------------------------------------------------------------------ Optuna
+def test_optuna_search_fails_bad_trials_and_keeps_going(real_root, cache_dir, tmp_path):
+    """Two TPE trials over lr, loss, augment and a broken upsampling choice. With sampler
+    seed 41 the first trial draws `bogus` (optuna 2.10); the assertions hold for any draw.
+    (Optuna 2.10's database storage fails on SQLAlchemy 2, so the trials' fate is read from
+    the sweeper's log and optimization_results.yaml.)"""
+    from omegaconf import OmegaConf
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res, seconds = run_sweep(
+        real_root, cache_dir, uri, tmp_path / "sweep", "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=41", "model.filters=4",
+        "model.depth=2", "model.upsampling=choice(transpose,bogus)")
+    print(f"optuna, 2 trials: {seconds:.0f} s")
+    out = res.stdout + res.stderr
+    parents, children = runs_of(uri)
+    assert len(parents) == 1 and len(children) == 2
+    rows = read_summary(uri, parents[0].info.run_id)  # written even if every trial failed
+    assert len(rows) == 2
+    good = []
+    for run in children:
+        swept = {o.split("=")[0] for o in run.info.run_name.split(",")}
+        assert swept == {"optimizer.lr", "loss", "augment", "model.upsampling"}
+        if run.data.params.get("model.upsampling") == "bogus":
+            assert run.info.status == "FAILED" and "segkit.error" in run.data.tags
+        else:
+            assert run.info.status == "FINISHED"
+            good.append(run)
+    # the sweeper told Optuna FAIL (not a score) for each failed job, and went on
+    assert out.count("Failed experiment: ") == 2 - len(good)
+    assert out.count("FailedJob(ConfigError: model.upsampling='bogus'") == 2 - len(good)
+    assert res.returncode == (0 if len(good) == 2 else 1), res.stderr[-3000:]
+    if not good:
+        assert parents[0].info.status == "FAILED"
+        return
+    best = max(good, key=lambda r: r.data.metrics["val_mdice"])
+    # Hydra handed the job's returned objective to Optuna
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert results.best_value == pytest.approx(best.data.metrics["val_mdice"])
+    assert results.best_params["model.upsampling"] == "transpose"
+    assert str(results.best_params["optimizer.lr"]) == best.data.params["optimizer.lr"]
+    assert parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["segkit.best_run_id"] == best.info.run_id
+    assert parents[0].data.metrics["best_val_mdice"] == pytest.approx(results.best_value)
+    arts = {a.path for a in MlflowClient(uri).list_artifacts(parents[0].info.run_id, "summary")}
+    assert "summary/optimization_results.yaml" in arts
+
+
+# ------------------------------------------------------------------ parallel jobs, server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 (sqlite store in tmp_path), stopped afterwards."""
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+         f"sqlite:///{tmp_path}/server.db", "--default-artifact-root", str(tmp_path / "art"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_parallel_joblib_jobs_log_to_a_tracking_server(mlflow_server, real_root, cache_dir,
+                                                       tmp_path):
+    res, seconds = run_sweep(real_root, cache_dir, mlflow_server, tmp_path / "sweep",
+                             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             "optimizer.lr=1e-3,1e-4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    print(f"2 joblib jobs against an MLflow server: {seconds:.0f} s")
+    parents, children = runs_of(mlflow_server)
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].data.tags["segkit.sweep.launcher"] == "JoblibLauncher"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    # no run lost or mixed: each job's run has its own lr, job number and metrics
+    assert sorted(c.data.params["optimizer.lr"] for c in children) == ["0.0001", "0.001"]
+    assert sorted(c.data.tags["segkit.sweep.job"] for c in children) == ["0", "1"]
+    for child in children:
+        assert child.info.run_name == f"optimizer.lr={child.data.params['optimizer.lr']}"
+        assert "val_mdice" in child.data.metrics
+        history = MlflowClient(mlflow_server).get_metric_history(child.info.run_id, "loss")
+        assert [h.step for h in history] == [0]
+    rows = read_summary(mlflow_server, parents[0].info.run_id)
+    assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
+
+
+# ------------------------------------------------------------------ experiment presets
+def test_every_experiment_preset_composes_and_sweeps_together(compose_cfg, real_root,
+                                                              cache_dir, tmp_path):
+    """Every conf/experiment preset composes with debug=smoke and passes validation; then
+    `experiment=glob(*)` launches one job per preset (forced to fail validation with
+    model.depth=9 so no training runs: the check is the composition and the bookkeeping)."""
+    from segkit.config import validate
+
+    presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    assert presets
+    for name in presets:
+        validate(compose_cfg(f"experiment={name}", "debug=smoke"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res, _ = run_sweep(real_root, cache_dir, uri, tmp_path / "sweep", "experiment=glob(*)",
+                       "model.depth=9")
+    assert res.returncode == 1, res.stderr[-3000:]
+    parents, children = runs_of(uri)
+    assert len(parents) == 1 and len(children) == len(presets)
+    assert sorted(c.info.run_name for c in children) == [f"experiment={p}" for p in presets]
+    assert parents[0].info.status == "FAILED"  # every job failed
+    assert len(read_summary(uri, parents[0].info.run_id)) == len(presets)
+
+
+# ------------------------------------------------------------------ pieces, no training
+def test_sweep_overrides_merge_search_space_and_command_line():
+    from omegaconf import OmegaConf
+
+    from segkit.sweep import sweep_overrides
+
+    cfg = OmegaConf.create({"hydra": {
+        "sweeper": {"params": {"optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
+                               "model.filters": "choice(8, 16)"}},
+        "overrides": {"task": ["debug=smoke", "model.filters=4", "loss=bce,dice",
+                               "experiment=glob(*)"]}}})
+    values, swept = sweep_overrides(cfg)
+    assert swept == ["optimizer.lr", "loss", "experiment"]  # model.filters fixed by the CLI
+    assert values["model.filters"] == "4" and values["loss"] == "bce,dice"
+
+
+def _rows(params: dict[str, list], objective: list[float]) -> list[dict]:
+    rows = []
+    for i, value in enumerate(objective):
+        rows.append({"job": str(i), "run_name": f"job {i}", "status":
+                     "FINISHED" if math.isfinite(value) else "FAILED",
+                     **{f"param:{k}": str(v[i]) for k, v in params.items()},
+                     "val_mdice": value})
+    return rows
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"optimizer.lr": [1e-3, 1e-4, 1e-2]},
+    {"optimizer.lr": [1e-3, 1e-4, 1e-3], "model.filters": [8, 8, 16]},
+    {"optimizer.lr": [1e-3, 2e-4, 5e-3], "loss": ["bce", "dice", "bce"],
+     "model.depth": [3, 4, 5]},
+])
+def test_summary_plot_covers_every_layout(params, tmp_path):
+    from segkit.sweep import best_row, plot_summary, write_summary_csv
+
+    rows = _rows(params, [0.5, math.nan, 0.7])
+    path = plot_summary(rows, list(params), "val_mdice", tmp_path / "summary.png")
+    assert path.stat().st_size > 1000
+    assert best_row(rows, "val_mdice", "maximize")["job"] == "2"
+    assert best_row(rows, "val_mdice", "minimize")["job"] == "0"
+    with open(write_summary_csv(rows, tmp_path / "summary.csv"), newline="") as fh:
+        assert [r["status"] for r in csv.DictReader(fh)] == ["FINISHED", "FAILED", "FINISHED"]

@@ -43,7 +43,8 @@ def _build_compiled(cfg: DictConfig, policy: str, steps_per_epoch: int) -> keras
     finally:
         keras.config.set_dtype_policy(previous)
     optimizer = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch, cfg.trainer.epochs)
-    model.compile(optimizer=optimizer, loss=build_loss(cfg.loss),
+    jit = cfg.trainer.get("jit_compile", "auto")
+    model.compile(optimizer=optimizer, loss=build_loss(cfg.loss), jit_compile=jit,
                   metrics=training_metrics(cfg.eval.threshold))
     return model
 
@@ -56,7 +57,7 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
     restored = restored or {}
     done = int(restored.get("epochs", 0))
     train_ds = make_dataset(data.images["train"], data.masks["train"], t.batch_size,
-                            training=True, seed=cfg.seed, augment=cfg.augment.name)
+                            training=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
     callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored, cfg.schedule)
     callbacks.insert(-1, MLflowEpochLogger())
@@ -102,10 +103,11 @@ def _objective(cfg: DictConfig, metrics: dict[str, float], run_id: str) -> float
     return objective
 
 
-def _resume(cfg: DictConfig, experiment_id: str) -> Resume | None:
+def _resume(cfg: DictConfig) -> Resume | None:
     resume = cfg.trainer.get("resume")
     if not resume:
         return None
+    experiment_id = tracking.setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     chash = tracking.config_hash(OmegaConf.to_container(cfg, resolve=True))
     found = tracking.find_resumable(experiment_id, resume, chash)
     return checkpoints.load_resume(*found, cfg) if found else None
@@ -116,7 +118,7 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
     """Train as ``cfg`` says (or continue the run ``trainer.resume`` names), log the model,
     evaluate; return ``cfg.objective``."""
     tracking.check_reachable(cfg.tracking.uri)
-    resume = _resume(cfg, tracking.setup_experiment(cfg.tracking.uri, cfg.tracking.experiment))
+    resume = _resume(cfg)
     if resume is not None:
         cfg, run_dir = resume.cfg, resume.run_dir
         log.info("resuming run %s after epoch %d in %s", resume.run_id, resume.state["epochs"],

@@ -22,7 +22,7 @@ CHOICES = {
     "model.name": ("unet", "resunet", "attention_unet", "encoder_unet"),
     "loss.name": ("bce", "dice", "bce_dice", "focal", "tversky"),
     "optimizer.name": ("adam", "adamw", "sgd"),
-    "augment.name": ("none", "flips"),
+    "augment.name": ("none", "flips", "light", "strong"),
     "split.name": ("official", "reference", "random"),
     "schedule.name": ("constant", "cosine", "plateau"),
 }
@@ -104,12 +104,18 @@ def validate(cfg: DictConfig) -> None:
                  f"schedule.min_lr_ratio={sc.min_lr_ratio} must be in [0, 1)")
     if sc.name == "plateau":
         _require(0 < sc.factor < 1, f"schedule.factor={sc.factor} must be in (0, 1)")
+    _require(t.get("jit_compile", "auto") in ("auto", True, False),
+             f"trainer.jit_compile={t.get('jit_compile')!r} must be auto, true or false")
     resume = t.get("resume")
     _require(resume is None or (isinstance(resume, str) and bool(resume.strip())),
              f"trainer.resume={resume!r} must be an MLflow run id, auto, or null")
     _require(cfg.task == "train" or resume is None,
              "trainer.resume applies to task=train only: drop it")
     check_targets(cfg)  # a _target_ outside segkit's allowlist never gets imported
+    if cfg.augment.get("transforms") is not None:
+        from segkit.data.augment import build_compose  # albumentations, no TensorFlow
+
+        build_compose(cfg.augment)  # an unknown transform or argument fails here, not mid-run
 
 
 def check_batch_size(batch_size: int, train_size: int) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
+
+from segkit.data.augment import tf_augment
 
 
 def _flips(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor):
@@ -17,13 +22,33 @@ def _flips(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor):
     return both[..., :3], both[..., 3:]
 
 
-AUGMENTATIONS = {"none": None, "flips": _flips}
+# The augment= options (conf/augment/<name>.yaml; segkit.config.CHOICES["augment.name"]):
+# none and flips are built in (tf.image); light and strong are albumentations transforms
+# declared in their YAML's `transforms` list (segkit.data.augment).
+AUGMENTATIONS = ("none", "flips", "light", "strong")
 
 
 def _to_float(images: tf.Tensor, masks: tf.Tensor):
     # Pixels stay in 0-255: the model's first layer rescales to [0, 1], so a saved model
     # takes raw RGB and prediction needs no separate preprocessing step.
     return tf.cast(images, tf.float32), tf.cast(masks, tf.float32)
+
+
+def _augment_fn(augment: str | Mapping[str, Any], seed: int):
+    """The map function ``(image, mask, int64 element seed) -> (image, mask)``, or None."""
+    cfg = {"name": augment} if isinstance(augment, str) else augment
+    name = cfg.get("name")
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}: use one of {', '.join(AUGMENTATIONS)}")
+    if cfg.get("transforms") is not None:
+        return tf_augment(cfg)
+    if name == "flips":
+        base = tf.constant(seed, tf.int64)
+        return lambda image, mask, s: _flips(image, mask, tf.stack([s, base]))
+    if name == "none":
+        return None
+    raise ValueError(f"augment={name} needs its transforms list: pass the augment config node "
+                     f"(conf/augment/{name}.yaml), not the name alone")
 
 
 def make_dataset(
@@ -33,24 +58,25 @@ def make_dataset(
     *,
     training: bool,
     seed: int = 0,
-    augment: str = "none",
+    augment: str | Mapping[str, Any] = "none",
 ) -> tf.data.Dataset:
     """Batches of (float32 image 0-255, float32 mask {0,1}).
 
-    Training pipelines shuffle the whole set every epoch (seeded) and augment; evaluation
-    pipelines keep the order so predictions line up with names.
+    ``augment`` is the augment config node (``name``, and ``transforms`` for albumentations
+    options) or just a name. Training pipelines shuffle the whole set every epoch (seeded) and
+    augment; evaluation pipelines keep the order so predictions line up with names.
+
+    Augmentation is reproducible and parallel: every element gets its own int64 seed from
+    ``Dataset.random(seed)``, which draws new seeds every epoch and the same ones in every run
+    with the same ``seed``, so the parallel map's result does not depend on thread timing.
     """
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}: use one of {sorted(AUGMENTATIONS)}")
+    fn = _augment_fn(augment, seed)
     ds = tf.data.Dataset.from_tensor_slices((images, masks))
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        fn = AUGMENTATIONS[augment]
         if fn is not None:
-            counter = tf.data.Dataset.counter(start=seed)
-            ds = tf.data.Dataset.zip((ds, counter)).map(
-                lambda pair, i: fn(pair[0], pair[1], tf.stack([i, tf.constant(seed, tf.int64)])),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(
+                lambda pair, s: fn(pair[0], pair[1], s), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,214 @@
+"""The pure parts of benchmarks/pipeline.py: FLOP counting, peak FLOP/s, step timing
+arithmetic, the tracking ledger and the Markdown writer. No timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_pipeline",
+                                                  ROOT / "benchmarks" / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """8x8x3 -> conv 3x3 (4) -> max-pool 2 -> transposed conv 2x2/2 (2) -> conv 1x1 (1)."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.Conv2DTranspose(2, 2, strides=2, padding="same", name="up")(x)
+    out = layers.Conv2D(1, 1, activation="sigmoid", name="head")(x)
+    return keras.Model(inp, out)
+
+
+# By hand, a multiply-add = 2 FLOP:
+C1 = 2 * (8 * 8 * 4) * (3 * 3 * 3)      # 64 positions x 4 outputs x 27 inputs = 13,824
+UP = 2 * (4 * 4 * 4) * (2 * 2 * 2)      # 16 inputs x 4 channels, each to 2x2x2 outputs = 1,024
+HEAD = 2 * (8 * 8 * 1) * (1 * 1 * 2)    # 256
+BIAS = 8 * 8 * 4 + 8 * 8 * 2 + 8 * 8 * 1  # one add per output of each biased layer = 448
+POOL = (4 * 4 * 4) * 4                  # one compare per window element = 256
+
+
+def test_count_flops_matches_a_hand_count(bench, tiny):
+    flops = bench.count_flops(tiny)
+    assert flops["per_layer"] == {"c1": C1, "up": UP, "head": HEAD}
+    assert flops["conv"] == C1 + UP + HEAD == 15_104
+    assert flops["other"] == BIAS + POOL
+    assert flops["total"] == 15_104 + 704
+
+
+def test_tensorflows_flop_registry_agrees(bench, tiny):
+    prof = bench.profiler_flops(tiny, 8)
+    assert prof["by_op_type"]["Conv2D"] == C1 + HEAD
+    assert prof["by_op_type"]["Conv2DBackpropInput"] == UP
+    assert prof["total"] == bench.count_flops(tiny)["total"]
+    assert prof["uncounted_compute_ops"] == []
+
+
+def test_unet_forward_flops_by_hand(bench):
+    """Depth-1 U-Net, 16x16, 2 filters: each layer's formula written out."""
+    from segkit.models import build_unet
+
+    m = bench.count_flops(build_unet(image_size=16, depth=1, filters=2))["per_layer"]
+    assert m["enc0_conv1"] == 2 * 16 * 16 * 2 * 9 * 3
+    assert m["enc0_conv2"] == 2 * 16 * 16 * 2 * 9 * 2
+    assert m["bottleneck_conv1"] == 2 * 8 * 8 * 4 * 9 * 2
+    assert m["bottleneck_conv2"] == 2 * 8 * 8 * 4 * 9 * 4
+    assert m["up0"] == 2 * 8 * 8 * 4 * 4 * 2          # transposed 2x2 stride 2: 4 -> 2
+    assert m["dec0_conv1"] == 2 * 16 * 16 * 2 * 9 * 4  # after concatenation: 2 + 2 channels
+    assert m["dec0_conv2"] == 2 * 16 * 16 * 2 * 9 * 2
+    assert m["mask"] == 2 * 16 * 16 * 1 * 2
+
+
+def test_peak_flops_per_instruction_set(bench):
+    peak, why = bench.peak_flops(2, 2.5, {"avx2", "fma"}, "float32")
+    assert peak == 2 * 2.5e9 * 32 and "32 FLOP/cycle" in why
+    assert bench.peak_flops(4, 2.0, {"avx512f", "amx_bf16"}, "float32")[0] == 4 * 2e9 * 64
+    assert bench.peak_flops(4, 2.0, {"avx512f", "amx_bf16"}, "mixed_bfloat16")[0] == \
+        4 * 2e9 * 1024
+    assert bench.peak_flops(2, 2.5, {"avx2", "fma"}, "mixed_bfloat16")[0] is None
+
+
+def test_parse_cpuinfo(bench):
+    text = ("processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2445.428\n"
+            "flags\t\t: fpu avx2 fma\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
+            "cpu MHz\t\t: 2000.0\nflags\t\t: fpu\n")
+    info = bench.parse_cpuinfo(text)
+    assert info == {"model": "AMD EPYC", "mhz": 2445.428, "flags": {"fpu", "avx2", "fma"}}
+
+
+def test_steady_step_time_skips_warmup_and_rotation(bench):
+    ends = [10.0, 12.0, 14.0, 16.0, 18.0]  # step ends; the first one's start is unknown
+    assert bench.steady_step_s(ends, 1) == 2.0
+    assert bench.steady_step_s(ends, 2) == 2.0
+    with pytest.raises(ValueError):
+        bench.steady_step_s(ends[:1], 1)
+    assert bench.rotate(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert bench.rotate(["a", "b", "c"], 3) == ["a", "b", "c"]
+
+
+def test_ledger_counts_nested_calls_once(bench):
+    ledger = bench.Ledger()
+    inner = ledger.wrap("mlflow", "inner", lambda: None)
+    outer = ledger.wrap("mlflow", "outer", lambda: inner())
+    context = ledger.wrap("fit", "fit", lambda: outer(), exclusive=False)
+    context()
+    assert ledger.calls == {"inner": 1, "outer": 1, "fit": 1}
+    assert ledger.seconds["mlflow"] == pytest.approx(ledger.by_name["outer"])
+    assert ledger.seconds["fit"] >= ledger.seconds["mlflow"]
+
+
+def _results(bench):
+    """A results mapping shaped like a real run's, ratios derived as write_outputs does."""
+    variant = {"policy": "float32", "feed": "x | y", "img_per_s": [3.0, 3.2],
+               "img_per_s_median": 3.1, "warmup_fit_s": 9.0}
+    res = {
+        "started": "2025-01-01T00:00:00", "quick": False, "wall_s": 600.0,
+        "command": "python benchmarks/pipeline.py",
+        "machine": {"cpu": "AMD EPYC", "nproc": 2, "mhz": 2445.0, "flags": ["avx2", "fma"],
+                    "memory_gb": 23.0, "lscpu": {}, "load_average_start": [1, 1, 1],
+                    "load_average_end": [2, 2, 2]},
+        "versions": {"tensorflow": "2.21.0"}, "settings": {"repeats": 3},
+        "pipeline_uint8_until_batch": True,
+        "data": {"pairs": 1000, "cold_s_median": 4.0, "cold_img_per_s": 250.0,
+                 "warm_s_median": 0.6, "warm_img_per_s": 1600.0, "fingerprint_s_median": 0.2,
+                 "cache_mb": 250.0, "dtypes": ["uint8"], "uint8_mb": 250.0,
+                 "float32_mb": 1000.0, "peak_rss_mb": 560.0, "rss_after_imports_mb": 44.0},
+        "training": {
+            "variants": {name: {**variant, "label": name} for name in
+                         ("segkit_auto", "segkit_float32", "naive_float32",
+                          "in_memory_float32", "xla_float32")},
+            "auto_policy": "float32", "naive_arrays_mb_per_1000": 1000.0,
+            "pipeline": {"overhead_share": 0.02, "pipeline_step_s_median": 2.6,
+                         "in_memory_step_s_median": 2.55, "pipeline_alone_img_per_s": 600.0,
+                         "own_cost_share": 0.005}},
+        "inference": {"batch": 8, "predict_img_per_s_median": 9.0, "e2e_images": 50,
+                      "e2e_mean_megapixels": 0.4, "e2e_img_per_s_median": 7.0,
+                      "e2e_predict_share_median": 0.9},
+        "flops": {"policy": "float32", "forward_flops": 6e9, "train_flops": 18e9,
+                  "forward_flops_with_bias_pool": 6.1e9, "transpose_flops": 0.27e9,
+                  "profiler_total": 6.1e9, "profiler_uncounted": [], "peak_flops": 156e9,
+                  "peak_assumption": "2 cores x 2.45 GHz x 32 FLOP/cycle",
+                  "achieved_train_flops": 55e9, "achieved_predict_flops": 54e9},
+        "tracking": {"share_median": 0.3, "share_of_process_median": 0.2,
+                     "mlflow_s_median": 3.0, "plots_s_median": 3.0, "wall_s_median": 20.0,
+                     "runs": [{"share": 0.4, "by_name": {"mlflow.log_params": 1.0}},
+                              {"share": 0.3, "by_name": {"segkit.plots.plot_gallery": 1.5,
+                                                         "segkit.app._fit": 9.0}}]},
+    }
+    bench.derive(res)
+    return res
+
+
+def test_derive_takes_medians_of_paired_ratios(bench):
+    res = {"training": {"auto_policy": "float32", "variants": {
+        "segkit_auto": {"img_per_s": [2.0, 3.0, 9.0], "img_per_s_median": 3.0},
+        "segkit_float32": {"img_per_s": [2.0, 2.0, 3.0], "img_per_s_median": 2.0},
+        "naive_float32": {"img_per_s": [1.0, 2.0, 3.0], "img_per_s_median": 2.0}}}}
+    bench.derive(res)
+    tr = res["training"]
+    assert tr["speedup_auto_vs_naive_paired"] == [2.0, 1.5, 3.0]
+    assert tr["speedup_auto_vs_naive"] == 2.0                 # median of the paired ratios
+    assert tr["speedup_auto_vs_naive_of_medians"] == 1.5      # ratio of the medians
+    assert tr["noise_auto_vs_float32"] == 1.5
+    assert "xla_vs_no_xla" not in tr                           # variant not measured
+
+
+def test_assess_marks_targets_met_and_missed(bench):
+    rows = bench.assess(_results(bench))
+
+    def row(prefix):
+        (found,) = [r for r in rows if r["measure"].startswith(prefix)]
+        return found
+
+    assert row("Data: warm start")["status"] == "met"                          # 0.6 s < 3 s
+    assert row("Data: held as uint8")["status"] == "met"
+    assert row("Training: segkit_auto")["status"] == "**missed**"              # 1.0x < 2.5x
+    assert row("Training: naive")["status"] == "–"                             # no target
+    assert row("Inference: model.predict")["status"] == "**missed**"           # 9 < 60 img/s
+    assert row("Tracking")["status"] == "**missed**"                           # 30% > 10%
+    pipeline = row("Input pipeline")
+    assert pipeline["status"] == "met" and pipeline["value"].startswith("2.0%")
+    tracking = row("Tracking")
+    assert "segkit.plots.plot_gallery 1.5 s" in tracking["limit"]
+    assert "_fit" not in tracking["limit"]  # context timings are not tracking costs
+
+
+def test_markdown_table_is_well_formed(bench):
+    res = _results(bench)
+    text = bench.render_markdown(res)
+    assert text.startswith("# Benchmarks\n")
+    lines = text.splitlines()
+    header = lines.index("| measure | value | target | status | what limits it |")
+    table = []
+    for line in lines[header:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    assert len(table) == 2 + len(bench.assess(res))
+    for line in table:  # every row has exactly 5 cells: escaped pipes do not split cells
+        assert line.replace("\\|", "").count("|") == 6
+    assert "x \\| y" in text  # a pipe in a value is escaped
+    assert "Quick mode" not in text
+    assert "Quick mode" in bench.render_markdown({**res, "quick": True})
+
+
+def test_findings_state_the_hardware_ceiling(bench):
+    found = bench.findings(_results(bench))
+    ceiling = next(f for f in found if "ceiling" in f)
+    assert "26.0 inference img/s" in ceiling  # 156e9 / 6e9
+    assert "8.7 training img/s" in ceiling    # 156e9 / 18e9

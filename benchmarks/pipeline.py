@@ -948,6 +948,14 @@ def render_markdown(res: Mapping, rows: Sequence[Mapping] | None = None) -> str:
         lines.append("")
     if res.get("findings"):
         lines += ["## Findings", ""] + [f"- {f}" for f in res["findings"]] + [""]
+    if det := res.get("determinism"):
+        med = det["median_images_per_s"]
+        lines += ["## Determinism (`trainer.deterministic=true`)", "",
+                  f"`python benchmarks/determinism_cost.py` (separate processes, reference U-Net "
+                  f"at {det['size']}x{det['size']}, batch {det['batch']}, float32): "
+                  f"{med['default']:.2f} img/s by default, {med['deterministic']:.2f} img/s "
+                  f"with op determinism, x{det['slowdown']:.2f} slower (medians, "
+                  f"{len(det['images_per_s']['default'])} interleaved repeats).", ""]
     return "\n".join(lines)
 
 
@@ -1252,6 +1260,9 @@ def write_outputs(res: dict, out: Path, md: Path) -> None:
     res["findings"] = findings(res)
     rows = assess(res)
     res["table"] = rows
+    det = out.parent / "determinism_cost.json"  # written by benchmarks/determinism_cost.py
+    if det.is_file():
+        res["determinism"] = json.loads(det.read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(res), indent=2) + "\n")
     md.write_text(render_markdown(res, rows) + "\n")

@@ -314,3 +314,143 @@ def plot_gallery(cases: list[dict], path: Path) -> Path:
 
 __all__ = ["plot_confusion", "plot_dice_histogram", "plot_gallery", "plot_history", "plot_pr",
            "plot_roc", "plot_threshold_curves"]
+
+
+# --------------------------------------------------------------------------- sweep summary
+def _sorted_values(values: Sequence[str]) -> list[str]:
+    unique = list(dict.fromkeys(values))
+    try:
+        return sorted(unique, key=float)
+    except ValueError:
+        return unique
+
+
+def _numeric(values: Sequence[str]) -> np.ndarray | None:
+    try:
+        return np.array([float(v) for v in values])
+    except ValueError:
+        return None
+
+
+def _log_scale(x: np.ndarray) -> bool:
+    return bool(len(x) and np.all(x > 0) and x.max() / x.min() > 10)
+
+
+def plot_sweep(values: dict[str, list[str]], obj: np.ndarray, labels: Sequence[str],
+               objective: str, path: Path, direction: str = "maximize") -> Path:
+    """A sweep's objective (NaN: a failed job) over its swept parameters (``values``: key ->
+    one value per job): a heat map for two parameters on a grid, objective against the value
+    for one, parallel coordinates for more (or two continuous ones), objective per job
+    (``labels``) for none."""
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    swept = list(values)
+    grid = len(swept) == 2 and all(len(set(v)) <= 16 for v in values.values())
+    if not len(labels):
+        ax.text(0.5, 0.5, "no jobs ran", ha="center", va="center", transform=ax.transAxes)
+    elif grid:
+        _heat_map(fig, ax, values[swept[1]], values[swept[0]], obj, swept[1], swept[0],
+                  objective, direction)
+    elif len(swept) >= 2:
+        _parallel(fig, ax, [values[k] for k in swept], obj, list(swept), objective)
+    elif len(swept) == 1:
+        _one_param(ax, values[swept[0]], obj, swept[0], objective)
+    else:
+        _one_param(ax, list(labels), obj, "job", objective)
+    ax.set_title(f"{objective} over the sweep ({int(np.isfinite(obj).sum())} of {len(labels)} "
+                 "jobs finished)", fontsize=12)
+    return _save(fig, path)
+
+
+def _heat_map(fig, ax, xs, ys, obj, xkey, ykey, objective, direction) -> None:
+    cols, lines = _sorted_values(xs), _sorted_values(ys)
+    cells = np.full((len(lines), len(cols)), np.nan)
+    ran = np.zeros(cells.shape, bool)
+    pick = np.fmin if direction == "minimize" else np.fmax
+    for x, y, v in zip(xs, ys, obj, strict=True):
+        i, j = lines.index(y), cols.index(x)
+        ran[i, j] = True
+        cells[i, j] = pick(cells[i, j], v)  # repeated settings: the best of them
+    ax.set_facecolor("0.85")
+    image = ax.imshow(np.ma.masked_invalid(cells), cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label=objective)
+    finite = cells[np.isfinite(cells)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(len(lines)):
+        for j in range(len(cols)):
+            value = cells[i, j]
+            text = f"{value:.3f}" if np.isfinite(value) else ("failed" if ran[i, j] else "")
+            color = "black" if not np.isfinite(value) or value > middle else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=10, color=color)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(lines)), lines)
+    ax.set_xlabel(xkey, fontsize=11)
+    ax.set_ylabel(ykey, fontsize=11)
+
+
+def _one_param(ax, xs, obj, key, objective) -> None:
+    numeric = _numeric(xs)
+    if numeric is not None and len(set(xs)) > 8:
+        x = numeric
+        if _log_scale(x):
+            ax.set_xscale("log")
+    else:
+        order = _sorted_values(xs)
+        x = np.array([order.index(v) for v in xs], float)
+        ax.set_xticks(range(len(order)), order, rotation=30 if len(order) > 4 else 0,
+                      ha="right" if len(order) > 4 else "center")
+    ok = np.isfinite(obj)
+    ax.scatter(x[ok], obj[ok], s=50, color="tab:blue", label="finished", zorder=3)
+    if (~ok).any():
+        low = np.nanmin(obj) if ok.any() else 0.0
+        ax.scatter(x[~ok], np.full((~ok).sum(), low), marker="x", s=60, color="tab:red",
+                   label="failed", zorder=3)
+        ax.legend(fontsize=10)
+    ax.set_xlabel(key, fontsize=11)
+    ax.set_ylabel(objective, fontsize=11)
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+
+
+def _parallel(fig, ax, columns, obj, keys, objective) -> None:
+    """Parallel coordinates: one vertical axis per parameter (scaled to [0, 1]; log for
+    positive values over a decade; categories evenly spaced) and the objective last."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scaled, ticks = [], []
+    for values in columns:
+        numeric = _numeric(values)
+        if numeric is not None:
+            x = np.log10(numeric) if _log_scale(numeric) else numeric
+            lo, hi = x.min(), x.max()
+            scaled.append((x - lo) / (hi - lo) if hi > lo else np.full(len(x), 0.5))
+            ticks.append([(0.0, f"{numeric.min():.3g}"), (1.0, f"{numeric.max():.3g}")])
+        else:
+            order = _sorted_values(values)
+            step = 1 / max(len(order) - 1, 1)
+            scaled.append(np.array([order.index(v) * step for v in values]))
+            ticks.append([(i * step, v) for i, v in enumerate(order)])
+    ok = np.isfinite(obj)
+    lo, hi = (obj[ok].min(), obj[ok].max()) if ok.any() else (0.0, 1.0)
+    norm = Normalize(lo, hi if hi > lo else lo + 1e-9)
+    scaled.append(np.where(ok, norm(np.nan_to_num(obj, nan=lo)), np.nan))
+    ticks.append([(0.0, f"{lo:.3f}"), (1.0, f"{hi:.3f}")])
+    cmap = colormaps["viridis"]
+    xs = np.arange(len(scaled))
+    data = np.array(scaled)
+    for j in range(data.shape[1]):
+        if ok[j]:
+            ax.plot(xs, data[:, j], color=cmap(norm(obj[j])), linewidth=1.8, alpha=0.9)
+        else:
+            ax.plot(xs[:-1], data[:-1, j], color="tab:red", linestyle="--", linewidth=1,
+                    alpha=0.7)
+    for i, axis_ticks in enumerate(ticks):
+        ax.axvline(i, color="0.3", linewidth=0.8)
+        for y, label in axis_ticks:
+            ax.text(i + 0.03, y, label, fontsize=8, va="center")
+    ax.set_xticks(xs, [*keys, objective], rotation=20, ha="right")
+    ax.set_yticks([])
+    ax.set_ylim(-0.05, 1.05)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax)
+    bar.set_label(f"{objective} (red dashed: failed)")

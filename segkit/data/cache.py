@@ -81,8 +81,10 @@ def _read_entry(entry: Path, fp: str, size: int, count: int):
               and (entry / "images.npy").stat().st_size == manifest["images_bytes"]
               and (entry / "masks.npy").stat().st_size == manifest["masks_bytes"])
         if ok:
-            images = np.load(entry / "images.npy")
-            masks = np.load(entry / "masks.npy")
+            # Memory-mapped: prepare() copies each split part out of these, so the whole
+            # set is held once in process memory, not twice (the file pages are reclaimable).
+            images = np.load(entry / "images.npy", mmap_mode="r")
+            masks = np.load(entry / "masks.npy", mmap_mode="r")
             if images.shape == (count, size, size, 3) and masks.shape == (count, size, size, 1):
                 return images, masks
     except (OSError, ValueError, KeyError) as exc:

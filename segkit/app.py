@@ -16,7 +16,7 @@ import mlflow
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from segkit import checkpoints, report, tracking
+from segkit import checkpoints, distribute, report, tracking
 from segkit.checkpoints import Resume, TrainingState, sigterm_interrupts
 from segkit.config import ConfigError, check_batch_size, validate
 from segkit.data import Prepared, prepare
@@ -34,25 +34,40 @@ from segkit.training import (
 
 log = logging.getLogger(__name__)
 
-def _build_compiled(cfg: DictConfig, policy: str, steps_per_epoch: int) -> keras.Model:
-    """Model under the dtype policy (restored afterwards: layers keep theirs), compiled."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        model = build_model(cfg.model, cfg.data.image_size)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    optimizer = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch, cfg.trainer.epochs)
-    jit = cfg.trainer.get("jit_compile", "auto")
-    model.compile(optimizer=optimizer, loss=build_loss(cfg.loss), jit_compile=jit,
-                  metrics=training_metrics(cfg.eval.threshold))
+def _strategy_name(cfg: DictConfig) -> str:
+    return cfg.trainer.get("strategy", "default")  # runs saved before the key existed: default
+
+
+def _build_compiled(cfg: DictConfig, policy: str, steps_per_epoch: int,
+                    strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+    """Model under the dtype policy (restored afterwards: layers keep theirs), compiled, its
+    variables created in ``strategy.scope()`` (mirrored over the strategy's replicas)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    opt_cfg = cfg.optimizer
+    lr = distribute.scaled_lr(opt_cfg.lr, cfg.trainer.get("lr_scaling", "none"),
+                              strategy.num_replicas_in_sync)
+    if lr != opt_cfg.lr:
+        opt_cfg = OmegaConf.create({**OmegaConf.to_container(opt_cfg, resolve=True), "lr": lr})
+    with strategy.scope():
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            model = build_model(cfg.model, cfg.data.image_size)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        optimizer = build_optimizer(opt_cfg, cfg.schedule, steps_per_epoch, cfg.trainer.epochs)
+        jit = cfg.trainer.get("jit_compile", "auto")
+        model.compile(optimizer=optimizer, loss=build_loss(cfg.loss), jit_compile=jit,
+                      metrics=training_metrics(cfg.eval.threshold))
     return model
 
 
 def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
-         restored: dict | None = None):
+         restored: dict | None = None, chief: bool = True):
     """Fit from epoch ``restored["epochs"]`` (0 for a new run) to ``trainer.epochs``; return
-    the history of all epochs (before an interruption too) and the fit metrics."""
+    the history of all epochs (before an interruption too) and the fit metrics. Keras' fit
+    for one device and ``mirrored``, segkit.distribute.custom_fit for ``multi_worker``; only
+    the chief logs epochs to MLflow."""
     t = cfg.trainer
     restored = restored or {}
     done = int(restored.get("epochs", 0))
@@ -60,20 +75,28 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
                             training=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
     callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored, cfg.schedule)
-    callbacks.insert(-1, MLflowEpochLogger())
+    if chief:
+        callbacks.insert(-1, MLflowEpochLogger())
     state: TrainingState = callbacks[-1]
     start = time.perf_counter()
     if not restored.get("finished") and done < t.epochs:
         with sigterm_interrupts():
-            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=done,
-                      callbacks=callbacks, verbose=t.verbose,
-                      shuffle=False)  # the tf.data pipeline shuffles
+            if _strategy_name(cfg) == "multi_worker":
+                distribute.custom_fit(model, train_ds, validation_data=val_ds,
+                                      epochs=t.epochs, initial_epoch=done,
+                                      callbacks=callbacks, verbose=t.verbose)
+            else:
+                model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
+                          initial_epoch=done, callbacks=callbacks, verbose=t.verbose,
+                          shuffle=False)  # the tf.data pipeline shuffles
     limited = any(isinstance(cb, TimeLimit) and cb.stopped_early for cb in callbacks)
     state.save_state(finished=True, time_limit_hit=limited or restored.get("time_limit_hit",
                                                                              False))
     best = run_dir / "checkpoints" / "best.keras"
     if cfg.callbacks.checkpoint.enabled and best.is_file():
         model.load_weights(best)  # evaluate the checkpoint the validation carve-out chose
+    if _strategy_name(cfg) == "multi_worker":  # the same on every worker
+        log.info("weights after training: sha256 %s", distribute.weights_digest(model))
     log.info("fit ended after epoch %d (%.0f s in this process)", state.state["epochs"],
              time.perf_counter() - start)
     return state, {"train_seconds": state.state["train_seconds"],
@@ -113,16 +136,42 @@ def _resume(cfg: DictConfig) -> Resume | None:
     return checkpoints.load_resume(*found, cfg) if found else None
 
 
+def _single_device_copy(model: keras.Model) -> keras.Model:
+    """The same layers and weights outside any distribution strategy (for evaluation and
+    logging on the chief alone: predicting with a multi-worker model needs every worker)."""
+    copy = keras.Model.from_config(model.get_config())  # called outside strategy.scope()
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _train_worker(cfg: DictConfig, data: Prepared, policy: str,
+                  strategy: tf.distribute.Strategy) -> float:
+    """A non-chief worker of ``multi_worker``: trains its share of every step in lockstep with
+    the chief; its checkpoints go to a temporary folder that is removed; no MLflow."""
+    log.info("worker %s: training with the chief, which logs and saves", distribute.task_of(
+        strategy))
+    steps = math.ceil(len(data.split.train) / cfg.trainer.batch_size)
+    model = _build_compiled(cfg, policy, steps, strategy)
+    with distribute.worker_dir(False, None) as folder:
+        _fit(cfg, model, data, folder, None, chief=False)
+    log.info("worker: training done; waiting for the chief to log and evaluate")
+    distribute.barrier(strategy)
+    return float("nan")  # the chief evaluates and returns the objective
+
+
 def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None = None,
           run_name: str | None = None, tags: dict[str, str] | None = None) -> float:
     """Train as ``cfg`` says (or continue the run ``trainer.resume`` names), log the model,
-    evaluate; return ``cfg.objective``."""
+    evaluate; return ``cfg.objective``. Under ``trainer.strategy=multi_worker`` only the chief
+    creates the MLflow run, writes the run folder and evaluates; other workers return NaN."""
     tracking.check_reachable(cfg.tracking.uri)
     resume = _resume(cfg)
     if resume is not None:
         cfg, run_dir = resume.cfg, resume.run_dir
         log.info("resuming run %s after epoch %d in %s", resume.run_id, resume.state["epochs"],
                  run_dir)
+    strategy = distribute.build_strategy(_strategy_name(cfg))  # before any TensorFlow work
+    chief = distribute.is_chief(strategy)
     policy = resolve_precision(cfg.trainer.precision)
     keras.backend.clear_session()  # sweeps run many jobs in one process: start clean
     keras.utils.set_random_seed(cfg.seed)
@@ -130,6 +179,12 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
         tf.config.experimental.enable_op_determinism()
     data = prepare(cfg.data, cfg.split)
     check_batch_size(cfg.trainer.batch_size, len(data.split.train))
+    distribute.check_global_batch(
+        cfg.trainer.batch_size, strategy.num_replicas_in_sync,
+        {p: len(data.images[p]) for p in ("train", "val")}
+        if _strategy_name(cfg) == "multi_worker" else None)
+    if not chief:
+        return _train_worker(cfg, data, policy, strategy)
     container = OmegaConf.to_container(cfg, resolve=True)
     tags = {**(tags or {}), "segkit.run_dir": str(run_dir),
             "segkit.config_hash": tracking.config_hash(container)}
@@ -143,12 +198,19 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
                 mlflow.log_param("trainer.policy", policy)
                 checkpoints.save_config(run_dir / "checkpoints", cfg)
                 steps = math.ceil(len(data.split.train) / cfg.trainer.batch_size)
-                model = _build_compiled(cfg, policy, steps)
+                model = _build_compiled(cfg, policy, steps, strategy)
                 mlflow.log_param("model.params", model.count_params())
             else:
-                model = resume.load_last()
+                with strategy.scope():
+                    model = resume.load_last()
                 mlflow.set_tag("segkit.resumed_after_epoch", str(resume.state["epochs"]))
+            if _strategy_name(cfg) != "default":
+                mlflow.set_tags({**distribute.describe(strategy),
+                                 "segkit.effective_lr": str(model.optimizer.learning_rate
+                                                            .numpy())})
             state, fit = _fit(cfg, model, data, run_dir, resume.state if resume else None)
+            if _strategy_name(cfg) != "default":
+                model = _single_device_copy(model)  # evaluated and logged on the chief alone
             mlflow.log_metrics(fit)
             if (run_dir / "tensorboard").is_dir():
                 mlflow.log_artifacts(str(run_dir / "tensorboard"), "tensorboard")
@@ -161,6 +223,7 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
             mlflow.set_tag("segkit.model_uri", model_uri)
             metrics = report.evaluate_and_report(model, data, cfg, run_dir / "evaluation",
                                                  state.history)
+            distribute.barrier(strategy)  # multi_worker: the other workers may exit now
             return _objective(cfg, metrics, run.info.run_id)
     except KeyboardInterrupt:
         if run_id:

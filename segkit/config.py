@@ -28,6 +28,22 @@ CHOICES = {
 }
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")  # trainer.strategy (segkit.distribute)
+
+
+def _tf_config_ok() -> bool:
+    """TF_CONFIG parses and names this task within a cluster of workers."""
+    import json
+    import os
+
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "null")
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        return task["type"] in cluster and 0 <= int(task["index"]) < len(cluster[task["type"]])
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
 class ConfigError(SegkitError):
     """A config value that cannot work, named by its full key."""
 
@@ -111,6 +127,16 @@ def validate(cfg: DictConfig) -> None:
              f"trainer.resume={resume!r} must be an MLflow run id, auto, or null")
     _require(cfg.task == "train" or resume is None,
              "trainer.resume applies to task=train only: drop it")
+    strategy = t.get("strategy", "default")
+    _require(strategy in STRATEGIES,
+             f"trainer.strategy={strategy!r} is unknown: use one of {', '.join(STRATEGIES)}")
+    _require(t.get("lr_scaling", "none") in ("none", "linear"),
+             f"trainer.lr_scaling={t.get('lr_scaling')!r} is unknown: use none or linear")
+    _require(strategy != "multi_worker" or resume is None,
+             "trainer.resume is not supported with trainer.strategy=multi_worker yet: drop it")
+    if strategy == "multi_worker" and cfg.task == "train":
+        _require(_tf_config_ok(), "trainer.strategy=multi_worker needs TF_CONFIG in the "
+                 "environment: JSON with cluster.worker (host:port list) and task.index")
     check_targets(cfg)  # a _target_ outside segkit's allowlist never gets imported
     if cfg.augment.get("transforms") is not None:
         from segkit.data.augment import build_compose  # albumentations, no TensorFlow

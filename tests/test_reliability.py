@@ -15,7 +15,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import keras
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -206,7 +205,7 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     client = MlflowClient(uri)
-    (run,) = client.search_runs([mlflow.get_experiment_by_name("segkit-smoke").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
     assert run.info.status == "KILLED"
     assert f"trainer.resume={run.info.run_id}" in out + err
     done = json.loads(state.read_text())["epochs"]
@@ -242,7 +241,7 @@ def test_deterministic_runs_give_identical_metrics(real_root, tmp_path):
             env=env, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
     client = MlflowClient(uri)
-    a, b = client.search_runs([mlflow.get_experiment_by_name("segkit-smoke").experiment_id])
+    a, b = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
     keys = [k for k in a.data.metrics if k.startswith(("test_", "val_", "loss"))]
     assert len(keys) > 20
     assert {k: a.data.metrics[k] for k in keys} == {k: b.data.metrics[k] for k in keys}

@@ -7,14 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
-from pathlib import Path
 
 import keras
 import mlflow
@@ -24,7 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from segkit.config import ConfigError, validate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, mlflow_server_at
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +36,6 @@ def _restore_tracking_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tf_config(ports: list[int], index: int) -> str:
@@ -288,38 +278,11 @@ def test_mirrored_on_two_logical_cpus(real_root, tmp_path):
 # ---------------------------------------------------------------- shared tracking server
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 (sqlite store, artifacts proxied by the server into a temp
-    folder, as the team setup in the README does with an object store), stopped afterwards."""
+    """`mlflow server` on 127.0.0.1, artifacts proxied by the server into a temp folder (as
+    the team setup in the README does with an object store)."""
     tmp = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-         f"sqlite:///{tmp}/server.db", "--artifacts-destination", str(tmp / "art"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+    with mlflow_server_at(tmp, "--artifacts-destination", str(tmp / "art")) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 # The same smoke training for the single process and the two workers: float32 and op
@@ -380,7 +343,7 @@ def test_two_workers_train_one_model_into_one_run(mlflow_server, single_run, rea
     """Two processes on 127.0.0.1 with trainer.strategy=multi_worker (1 replica each, global
     batch 4 = 2 per worker) produce one MLflow run and one model, only from the chief, and
     the same metrics as one process with the same global batch."""
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     procs = []
     start = time.perf_counter()
     for index in (0, 1):

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,14 +25,7 @@ from segkit.data.cache import load_arrays
 from segkit.data.dataset import DataError, decode_all, discover, load_image, load_mask
 from segkit.targets import TargetError, instantiate_all
 from segkit.tracking import check_reachable
-from tests.conftest import ROOT, write_pair
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.conftest import ROOT, free_port, write_pair
 
 # --- data -----------------------------------------------------------------------------------
 
@@ -128,7 +120,7 @@ def test_models_load_in_safe_mode(tmp_path):
 
 
 def test_unreachable_tracking_server_fails_fast():
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=f"tracking.uri={uri} is unreachable"):
         check_reachable(uri, timeout=2)
@@ -138,7 +130,7 @@ def test_unreachable_tracking_server_fails_fast():
 
 @pytest.mark.slow
 def test_cli_unreachable_server_fails_before_any_data(tmp_path):
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "SEGKIT_DATA_DIR": str(tmp_path / "no-data-here")}
     res = subprocess.run([sys.executable, str(ROOT / "run.py"), "debug=smoke",

@@ -108,6 +108,8 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.task != "evaluate" or bool(cfg.model_uri),
              "task=evaluate needs model_uri=<runs:/RUN_ID/model | models:/NAME/VERSION | path>")
     _require(cfg.eval.bins >= 10, f"eval.bins={cfg.eval.bins} must be >= 10")
+    _require(isinstance(cfg.eval.get("plots", True), bool),
+             f"eval.plots={cfg.eval.get('plots')!r} must be true or false")
     objectives = [f"val_{k}" for k in SUMMARY_KEYS + SCORE_KEYS]
     _require(cfg.objective in objectives,
              f"objective={cfg.objective!r} must be a validation metric (the held-out split "

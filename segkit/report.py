@@ -134,6 +134,40 @@ def _gallery_cases(model: keras.Model, data: Prepared, result: Evaluation,
              "dice": rows[i]["dice"]} for j, (label, i) in enumerate(picks)]
 
 
+def _figures(model: keras.Model, data: Prepared, cfg: DictConfig, results: dict,
+             chosen: float, out_dir: Path, history: dict | None) -> dict[str, str]:
+    """The evaluation figures (caption -> PNG file name in ``out_dir``)."""
+    test, ev = results["test"], cfg.eval
+    figures = {}
+    if history:
+        monitor = cfg.callbacks.checkpoint.monitor
+        scores = history.get(monitor)
+        best = None
+        if scores:
+            pick = np.argmax if cfg.callbacks.checkpoint.mode == "max" else np.argmin
+            best = int(pick(scores))
+        figures["Training history"] = plots.plot_history(
+            history, out_dir / "history.png", best_epoch=best, monitor=monitor).name
+    m = test.metrics
+    figures["Confusion matrix (test)"] = plots.plot_confusion(
+        m["tp"], m["fp"], m["tn"], m["fn"], out_dir / "confusion_test.png").name
+    fpr, tpr, auc = test.hist.roc()
+    figures["ROC (test)"] = plots.plot_roc(fpr, tpr, auc, out_dir / "roc_test.png").name
+    recall, precision, ap = test.hist.pr()
+    figures["Precision-recall (test)"] = plots.plot_pr(
+        recall, precision, ap, out_dir / "pr_test.png", prevalence=test.hist.prevalence()).name
+    for part, r in results.items():
+        figures[f"IoU and Dice vs threshold ({part})"] = plots.plot_threshold_curves(
+            r.thresholds, r.curves(), out_dir / f"threshold_{part}.png", chosen=chosen,
+            split="validation" if part == "val" else "test").name
+    figures["Per-image Dice (test)"] = plots.plot_dice_histogram(
+        np.array([row["dice"] for row in test.per_image()]), out_dir / "dice_hist_test.png").name
+    cases = _gallery_cases(model, data, test, ev.batch_size, ev.tta)
+    figures["Best, median and worst test images"] = plots.plot_gallery(
+        cases, out_dir / "gallery_test.png").name
+    return figures
+
+
 def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out_dir: Path,
                         history: dict | None = None) -> dict[str, float]:
     """Score the validation carve-out and the held-out test split, choose the threshold on
@@ -164,32 +198,8 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
     write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
 
     figures = {}
-    if history:
-        monitor = cfg.callbacks.checkpoint.monitor
-        scores = history.get(monitor)
-        best = None
-        if scores:
-            pick = np.argmax if cfg.callbacks.checkpoint.mode == "max" else np.argmin
-            best = int(pick(scores))
-        figures["Training history"] = plots.plot_history(
-            history, out_dir / "history.png", best_epoch=best, monitor=monitor).name
-    m = test.metrics
-    figures["Confusion matrix (test)"] = plots.plot_confusion(
-        m["tp"], m["fp"], m["tn"], m["fn"], out_dir / "confusion_test.png").name
-    fpr, tpr, auc = test.hist.roc()
-    figures["ROC (test)"] = plots.plot_roc(fpr, tpr, auc, out_dir / "roc_test.png").name
-    recall, precision, ap = test.hist.pr()
-    figures["Precision-recall (test)"] = plots.plot_pr(
-        recall, precision, ap, out_dir / "pr_test.png", prevalence=test.hist.prevalence()).name
-    for part, r in results.items():
-        figures[f"IoU and Dice vs threshold ({part})"] = plots.plot_threshold_curves(
-            r.thresholds, r.curves(), out_dir / f"threshold_{part}.png", chosen=chosen,
-            split="validation" if part == "val" else "test").name
-    figures["Per-image Dice (test)"] = plots.plot_dice_histogram(
-        np.array([row["dice"] for row in test.per_image()]), out_dir / "dice_hist_test.png").name
-    cases = _gallery_cases(model, data, test, ev.batch_size, ev.tta)
-    figures["Best, median and worst test images"] = plots.plot_gallery(
-        cases, out_dir / "gallery_test.png").name
+    if ev.get("plots", True):
+        figures = _figures(model, data, cfg, results, chosen, out_dir, history)
 
     sizes = data.split.sizes()
     notes = [f"split: {data.split.name}; train {sizes['train']}, validation {sizes['val']}, "
@@ -198,6 +208,8 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
              "(test_tuned_* metrics)",
              "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels",
              "test-time augmentation (flip averaging): " + ("on" if ev.tta else "off")]
+    if not ev.get("plots", True):
+        notes.append("figures: off (eval.plots=false)")
     table = {"validation": val.metrics, "test": test.metrics,
              f"test @ {chosen}": test.at(chosen)}
     write_report(out_dir / "report.md", title="segkit evaluation report", metrics=table,

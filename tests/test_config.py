@@ -46,6 +46,7 @@ def test_presets_compose(compose_cfg):
     ("trainer.precision=fp8", "trainer.precision"),
     ("objective=test_mdice", "objective"),
     ("eval.threshold=1.5", "eval.threshold"),
+    ("eval.plots=maybe", "eval.plots"),
     ("augment.name=mixup", "augment.name"),
     ("loss.name=focalish", "loss.name"),
     ("model=encoder_unet data.image_size=48", "not divisible by 32"),

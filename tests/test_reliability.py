@@ -183,9 +183,9 @@ def _run(args, env, timeout=600, **kw):
 def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
-    common = ["debug=smoke", f"data.cache_dir={tmp_path}/cache", "split.val_fraction=0.34",
-              "trainer.epochs=12", "callbacks.early_stopping.enabled=false",
-              "callbacks.tensorboard.enabled=false"]
+    common = ["debug=smoke", "eval.plots=false", f"data.cache_dir={tmp_path}/cache",
+              "split.val_fraction=0.34", "trainer.epochs=12",
+              "callbacks.early_stopping.enabled=false", "callbacks.tensorboard.enabled=false"]
     proc = _run([*common, f"hydra.run.dir={tmp_path}/first"], env)
     state = tmp_path / "first" / "checkpoints" / STATE
     deadline = time.time() + 300
@@ -227,8 +227,9 @@ def test_deterministic_runs_give_identical_metrics(real_root, tmp_path):
     for name in ("a", "b"):
         res = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), "debug=smoke", "trainer.deterministic=true",
-             "augment=flips", "model.dropout=0.2", f"data.cache_dir={tmp_path}/cache",
-             "split.val_fraction=0.34", "callbacks.tensorboard.enabled=false",
+             "eval.plots=false", "augment=flips", "model.dropout=0.2",
+             f"data.cache_dir={tmp_path}/cache", "split.val_fraction=0.34",
+             "callbacks.tensorboard.enabled=false",
              f"hydra.run.dir={tmp_path}/{name}"],
             env=env, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]

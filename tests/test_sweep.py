@@ -20,7 +20,7 @@ from tests.conftest import ROOT, mlflow_server_at
 pytestmark = pytest.mark.slow
 
 SMOKE = ("debug=smoke", "trainer.epochs=1", "split.val_fraction=0.34",
-         "callbacks.tensorboard.enabled=false")
+         "callbacks.tensorboard.enabled=false", "eval.plots=false")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,12 @@ def test_grid_sweep_nests_four_children_under_one_parent(grid):
     assert names == {f"optimizer.lr={lr},model.filters={f}"
                      for lr in ("0.001", "0.0001") for f in ("4", "8")}
     assert len({c.data.tags["segkit.config_hash"] for c in children}) == 4
+    # eval.plots=false: metrics, CSVs and the report are logged, no figures
+    arts = {a.path for a in MlflowClient(uri).list_artifacts(children[0].info.run_id,
+                                                             "evaluation")}
+    assert {"evaluation/report.md", "evaluation/metrics.json",
+            "evaluation/test_per_image.csv"} <= arts
+    assert not [a for a in arts if a.endswith(".png")]
 
     rows = read_summary(uri, parent.info.run_id)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"FINISHED"}

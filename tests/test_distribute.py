@@ -275,6 +275,76 @@ def test_mirrored_on_two_logical_cpus(real_root, tmp_path):
     assert float(run.data.tags["segkit.effective_lr"]) == pytest.approx(2e-3)  # linear x2
 
 
+SHARD_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    index, ports, out = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
+    os.environ["TF_CONFIG"] = json.dumps({
+        "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+        "task": {"type": "worker", "index": index}})
+    import tensorflow as tf
+    from segkit.data.pipeline import make_dataset
+    from segkit.distribute import build_strategy, distribute_dataset
+    strategy = build_strategy("multi_worker")
+    # image k: value k in channel 0, a pattern in 1-2 (shows flips), mask 1 left of centre
+    images = np.zeros((10, 4, 4, 3), np.uint8)
+    images[..., 0] = np.arange(10)[:, None, None]
+    images[..., 1:] = np.arange(4 * 4 * 2).reshape(4, 4, 2)
+    masks = np.zeros((10, 4, 4, 1), np.uint8)
+    masks[:, :, :2] = 1
+
+    def pipeline():
+        return make_dataset(images, masks, 4, training=True, seed=3, augment="flips")
+
+    shares = distribute_dataset(strategy, pipeline())
+    for epoch in range(2):
+        batches = [[t.numpy() for t in strategy.experimental_local_results(b)[0]]
+                   for b in shares]
+        np.savez(f"{out}/w{index}_e{epoch}.npz", *[a for b in batches for a in b])
+    ds = pipeline()  # what one process iterates
+    for epoch, batches in enumerate([list(ds), list(ds)]):
+        np.savez(f"{out}/plain{index}_e{epoch}.npz", *[t.numpy() for b in batches for t in b])
+""")
+
+
+@pytest.mark.slow
+def test_multi_worker_sharding_splits_each_global_batch(tmp_path):
+    """Under multi_worker every worker reads the same shuffled, augmented pipeline and keeps
+    its half of each global batch: the two shares together are exactly the batches one
+    process sees, epoch after epoch (reshuffled and re-augmented alike), nothing dropped or
+    seen twice. (So the 2-worker vs 1-process difference in the test below is float
+    summation order, not data.)"""
+    ports = ",".join(str(free_port()) for _ in range(2))
+    procs = [subprocess.Popen([sys.executable, "-c", SHARD_SCRIPT, str(i), ports,
+                               str(tmp_path)], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT),
+                                   "TF_CPP_MIN_LOG_LEVEL": "2"}) for i in range(2)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+
+    def arrays(name):
+        with np.load(tmp_path / f"{name}.npz") as f:
+            return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+    orders = []
+    for epoch in range(2):
+        plain = arrays(f"plain0_e{epoch}")
+        np.testing.assert_array_equal(np.concatenate(plain[0::2]),
+                                      np.concatenate(arrays(f"plain1_e{epoch}")[0::2]))
+        w0, w1 = arrays(f"w0_e{epoch}"), arrays(f"w1_e{epoch}")
+        assert len(w0) == len(w1) == len(plain) == 6  # 3 global batches: 4 + 4 + 2 images
+        for b in range(3):
+            for part in (0, 1):  # images, masks
+                joined = np.concatenate([w0[2 * b + part], w1[2 * b + part]])
+                np.testing.assert_array_equal(joined, plain[2 * b + part])
+            assert len(w0[2 * b]) == len(w1[2 * b])  # each worker: half of the global batch
+        orders.append(np.concatenate(plain[0::2]))
+    assert sorted(a.sum() for a in orders[0]) == sorted(a.sum() for a in orders[1])
+    assert not np.array_equal(orders[0], orders[1])  # reshuffled / re-augmented per epoch
+
+
 # ---------------------------------------------------------------- shared tracking server
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
@@ -287,7 +357,7 @@ def mlflow_server(tmp_path_factory):
 
 # The same smoke training for the single process and the two workers: float32 and op
 # determinism, so the only difference left is how each step's batch is split.
-COMMON = ("debug=smoke", "tracking=server", "split.val_fraction=0.34",
+COMMON = ("debug=smoke", "eval.plots=false", "tracking=server", "split.val_fraction=0.34",
           "trainer.precision=float32", "trainer.deterministic=true")
 
 
@@ -391,11 +461,13 @@ def test_two_workers_train_one_model_into_one_run(mlflow_server, single_run, rea
     print(f"two workers: {seconds:.0f} s; one process vs two workers, per epoch: "
           + "; ".join(f"{k} {a} / {b}" for k, (a, b) in per_epoch.items())
           + "; evaluated: " + ", ".join(f"{k} {a:.6f} / {b:.6f}" for k, (a, b) in final.items()))
-    # Same data order, float32, deterministic ops; what differs is float summation order
-    # (two half-batch gradients all-reduced instead of one batch). Measured here: the first
-    # epoch's logs and the evaluated (best-epoch) model agree to 1e-6; in the second epoch
-    # the loss moved by ~3e-4 and the pooled pixel Dice by ~6e-3 (a barely trained smoke
-    # model predicts ~0.5 everywhere, so tiny weight differences flip many pixels).
+    # Same data order (test_multi_worker_sharding_splits_each_global_batch), float32,
+    # deterministic ops; what differs is float summation order (two half-batch gradients
+    # all-reduced instead of one batch), which Adam amplifies where gradients are near 0.
+    # Measured here: the first epoch's logs and the evaluated (best-epoch) model agree to
+    # 1e-6; in the second epoch the loss moved by ~3e-4 and the pooled pixel Dice by ~6e-3
+    # (a barely trained smoke model predicts ~0.5 everywhere, so tiny weight differences
+    # flip many pixels).
     for key, (a, b) in per_epoch.items():
         assert len(a) == len(b) == 2
         tolerance = 1e-3 if "loss" in key else 2e-2

@@ -520,12 +520,22 @@ class TimedModel:
 
 
 def inference(model, images: np.ndarray, paths: Sequence[Path], repeats: int, workdir: Path,
-              log: Callable[[str], None]) -> dict:
-    """model.predict at 256x256 and ``segkit.predict.predict_files`` end to end."""
+              log: Callable[[str], None], xla: bool = True) -> dict:
+    """model.predict at 256x256 (also with XLA) and ``segkit.predict.predict_files`` end to
+    end."""
+    import keras
+
     from segkit.predict import load_model, predict_files
 
     x = images.astype(np.float32)
     model.predict(x[:BATCH], batch_size=BATCH, verbose=0)  # warm-up: tracing
+    models = {"predict": model}
+    if xla:  # the same weights, predict compiled by XLA
+        jit = keras.models.clone_model(model)
+        jit.set_weights(model.get_weights())
+        jit.compile(jit_compile=True)
+        jit.predict(x[:BATCH], batch_size=BATCH, verbose=0)  # warm-up: XLA compilation
+        models["predict_xla"] = jit
     saved = workdir / "random_weights.keras"
     model.save(saved)
     t = time.perf_counter()
@@ -533,14 +543,14 @@ def inference(model, images: np.ndarray, paths: Sequence[Path], repeats: int, wo
     load_s = time.perf_counter() - t
     timed = TimedModel(loaded)
     predict_files(timed, paths[:BATCH], workdir / "warmup", threshold=0.5, progress=False)
-    pred, e2e, e2e_predict_share = [], [], []
+    pred, e2e, e2e_predict_share = {k: [] for k in models}, [], []
     for r in range(repeats):
-        order = rotate(["predict", "e2e"], r)
+        order = rotate([*models, "e2e"], r)
         for kind in order:
-            if kind == "predict":
+            if kind in models:
                 t = time.perf_counter()
-                model.predict(x, batch_size=BATCH, verbose=0)
-                pred.append(len(x) / (time.perf_counter() - t))
+                models[kind].predict(x, batch_size=BATCH, verbose=0)
+                pred[kind].append(len(x) / (time.perf_counter() - t))
             else:
                 timed.predict_s = 0.0
                 out = workdir / f"e2e{r}"
@@ -552,21 +562,28 @@ def inference(model, images: np.ndarray, paths: Sequence[Path], repeats: int, wo
                     raise RuntimeError(f"predict_files: {summary.lines()}")
                 e2e.append(len(paths) / wall)
                 e2e_predict_share.append(timed.predict_s / wall)
-        log(f"  repeat {r + 1}/{repeats}: predict {pred[-1]:.1f} img/s, "
-            f"end to end {e2e[-1]:.1f} img/s")
+        log(f"  repeat {r + 1}/{repeats}: "
+            + ", ".join(f"{k} {v[-1]:.1f} img/s" for k, v in pred.items())
+            + f", end to end {e2e[-1]:.1f} img/s")
     sizes = []
     from PIL import Image
 
     for p in paths:
         with Image.open(p) as im:
             sizes.append(im.size)
-    return {"predict_images": len(x), "batch": BATCH, "predict_img_per_s": pred,
-            "predict_img_per_s_median": median(pred), "e2e_images": len(paths),
-            "e2e_img_per_s": e2e, "e2e_img_per_s_median": median(e2e),
-            "e2e_predict_share": e2e_predict_share,
-            "e2e_predict_share_median": median(e2e_predict_share),
-            "load_model_s": load_s,
-            "e2e_mean_megapixels": float(np.mean([w * h for w, h in sizes]) / 1e6)}
+    out = {"predict_images": len(x), "batch": BATCH, "predict_img_per_s": pred["predict"],
+           "predict_img_per_s_median": median(pred["predict"]), "e2e_images": len(paths),
+           "e2e_img_per_s": e2e, "e2e_img_per_s_median": median(e2e),
+           "e2e_predict_share": e2e_predict_share,
+           "e2e_predict_share_median": median(e2e_predict_share),
+           "load_model_s": load_s,
+           "e2e_mean_megapixels": float(np.mean([w * h for w, h in sizes]) / 1e6)}
+    if "predict_xla" in pred:
+        out["predict_xla_img_per_s"] = pred["predict_xla"]
+        out["predict_xla_img_per_s_median"] = median(pred["predict_xla"])
+        out["predict_xla_vs_predict_paired"] = paired_ratios(pred["predict_xla"],
+                                                             pred["predict"])
+    return out
 
 
 # ------------------------------------------------------------------ tracking (subprocess)
@@ -660,7 +677,8 @@ def make_small_dataset(src: Path, dst: Path, pairs: int) -> Path:
     return dst
 
 
-def smoke_worker(data_dir: Path, workdir: Path, out: Path) -> None:
+def smoke_worker(data_dir: Path, workdir: Path, out: Path, overrides: Sequence[str] = ()
+                 ) -> None:
     """One ``debug=smoke`` experiment in this process, instrumented; JSON to ``out``.
 
     ``root`` (the checkout whose git state is tagged) is ``workdir``, not a git repository:
@@ -673,7 +691,7 @@ def smoke_worker(data_dir: Path, workdir: Path, out: Path) -> None:
     ledger = Ledger()
     instrument(ledger)
     cfg = compose(data_dir, workdir / "cache", "debug=smoke", "split.val_fraction=0.5",
-                  f"tracking.uri=sqlite:///{workdir}/mlflow.db")
+                  f"tracking.uri=sqlite:///{workdir}/mlflow.db", *overrides)
     run_dir = workdir / f"out-{time.time_ns()}"
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(parents=True)
@@ -693,21 +711,27 @@ def smoke_worker(data_dir: Path, workdir: Path, out: Path) -> None:
 def tracking_overhead(data_dir: Path, workdir: Path, repeats: int, pairs: int,
                       log: Callable[[str], None]) -> dict:
     """Smoke runs in fresh processes (as the CLI runs them): the first creates the MLflow
-    store, the others reuse it, as every later run of a project does."""
+    store, the others reuse it, as every later run of a project does; then the same with
+    ``eval.plots=false`` (what sweeps and tests may set), interleaved."""
     small = make_small_dataset(data_dir, workdir / "kvasir-small", pairs)
-    runs = []
-    for r in range(repeats + 1):
-        res, process_wall = run_worker("smoke", [f"--data-dir={small}", f"--_workdir={workdir}"])
+    runs, bare = [], []
+    for r, plots in [(0, True)] + [(i + 1, p) for i in range(repeats)
+                                   for p in rotate([True, False], i)]:
+        res, process_wall = run_worker("smoke", [f"--data-dir={small}", f"--_workdir={workdir}",
+                                                 *([] if plots else ["--_no-plots"])])
         res["process_wall_s"] = process_wall
         res["fresh_store"] = r == 0
         res["share_of_process"] = res["tracking_s"] / process_wall
-        runs.append(res)
+        (runs if plots else bare).append(res)
         sec = res["seconds"]
-        log(f"  smoke {r + 1}/{repeats + 1}{' (new store)' if r == 0 else ''}: "
+        log(f"  smoke {r + 1}/{repeats + 1}{' (new store)' if r == 0 else ''}"
+            f"{'' if plots else ' eval.plots=false'}: "
             f"{res['wall_s']:.1f}s in run_experiment, mlflow {sec.get('mlflow', 0):.1f}s, "
             f"plots {sec.get('plots', 0):.1f}s -> {100 * res['share']:.1f}%")
     later = runs[1:]
-    return {"pairs": pairs, "runs": runs,
+    return {"pairs": pairs, "runs": runs, "no_plots_runs": bare,
+            "no_plots_share_median": median([x["share"] for x in bare]),
+            "no_plots_wall_s_median": median([x["wall_s"] for x in bare]),
             "share_median": median([x["share"] for x in later]),
             "share_of_process_median": median([x["share_of_process"] for x in later]),
             "wall_s_median": median([x["wall_s"] for x in later]),
@@ -817,6 +841,13 @@ def assess(res: Mapping) -> list[dict]:
             "compute-bound float32 convolutions" + (
                 f"; even at 100% of this CPU's float32 peak the ceiling is {_fmt(ceiling, 1)} "
                 "img/s" if ceiling else "") + ".")
+        if "predict_xla_img_per_s_median" in inf:
+            row(f"Inference: the same with XLA (jit_compile=True), batch {inf['batch']}",
+                f"{_fmt(inf['predict_xla_img_per_s_median'])} img/s (x"
+                f"{_fmt(median(inf['predict_xla_vs_predict_paired']))} paired median)",
+                limit="per repeat x" + ", ".join(
+                    f"{x:.2f}" for x in inf["predict_xla_vs_predict_paired"])
+                + "; after the XLA compilation of the first batch.")
         row(f"Inference: end to end at original resolution ({inf['e2e_images']} images, "
             f"mean {_fmt(inf['e2e_mean_megapixels'])} MP)",
             f"{_fmt(inf['e2e_img_per_s_median'])} img/s",
@@ -851,6 +882,14 @@ def assess(res: Mapping) -> list[dict]:
             f"< {100 * target:g}%", share < target,
             f"{_fmt(100 * tk['share_of_process_median'], 1)}% of the whole process "
             "(imports included); " + tracking_note(tk))
+        if tk.get("no_plots_runs"):
+            bare = tk["no_plots_share_median"]
+            row("Tracking: MLflow only (eval.plots=false), share of a smoke run",
+                f"{_fmt(100 * bare, 1)}% of {_fmt(tk['no_plots_wall_s_median'])} s",
+                f"< {100 * target:g}%", bare < target,
+                "run parameters, tags, metrics, the config and report artifacts and the "
+                "logged model: fixed seconds per run, against a smoke run's few seconds of "
+                "training.")
     return rows
 
 
@@ -1054,10 +1093,9 @@ def fixes(res: Mapping) -> list[str]:
                  "(AMX), where `auto` already picks mixed_bfloat16. "
                  if not native else "Check that `auto` resolved to mixed_bfloat16. ")
         if "xla_vs_no_xla" in tr and tr["xla_vs_no_xla"] >= 1.05:
-            text += (f"XLA measured x{tr['xla_vs_no_xla']:.2f} here: add a "
-                     "`trainer.jit_compile` option (auto | true | false, passed to "
-                     "`model.compile` in `segkit.app._build_compiled`; Keras' auto is off on "
-                     "CPUs, on on GPUs) and measure it per machine before making it a default.")
+            text += (f"XLA measured x{tr['xla_vs_no_xla']:.2f} here: `trainer.jit_compile=true`"
+                     " turns it on (`experiment=cpu_best` does; Keras' `auto`, the default, "
+                     "leaves it off on CPUs and on on GPUs).")
         out.append(text)
     if inf and inf["predict_img_per_s_median"] < TARGETS["predict_img_per_s"]:
         text = (f"Inference {inf['predict_img_per_s_median']:.1f} img/s (target 60): ")
@@ -1085,21 +1123,19 @@ def fixes(res: Mapping) -> list[str]:
 
         plots = sorted(((k.split(".")[-1], v) for k, v in t.items()
                         if k.startswith("segkit.plots.")), key=lambda kv: -kv[1])
+        bare = tk.get("no_plots_share_median")
         out.append(
             f"Tracking {100 * tk['share_median']:.0f}% of a smoke run (target 10%): fixed costs "
-            f"against a {mid['wall_s']:.0f} s run. (1) Plots {mid['seconds'].get('plots', 0):.1f}"
-            " s (" + ", ".join(f"{k} {v:.1f}" for k, v in plots[:3]) + "): an `eval.plots` "
-            "option (all | none), set to none by `debug=smoke` (matplotlib rendering, not PNG "
-            "encoding, is the cost: compress_level 1 instead of 6 saved 10-20% in a probe). "
-            f"(2) `segkit.tracking.setup_experiment` ({sec('segkit.tracking.setup_experiment'):.1f}"
-            f" s, {mid['calls'].get('segkit.tracking.setup_experiment', 0)} calls): "
-            "`segkit.app.train` calls it for the resume lookup and `tracking.start_run` again; "
-            "pass the experiment id on (or skip the lookup when `trainer.resume` is null); "
-            "the first call in a process also opens the sqlite store. "
-            f"(3) `segkit.tracking.log_model` ({sec('segkit.tracking.log_model'):.1f} s: "
-            "clone, a predict for the signature, Keras save, MLmodel files). On a real run "
-            "these are a fraction of a percent (see Findings), so the cheapest fix is "
-            "`eval.plots=none` for smoke runs.")
+            f"against a {mid['wall_s']:.0f} s run. Plots {mid['seconds'].get('plots', 0):.1f}"
+            " s (" + ", ".join(f"{k} {v:.1f}" for k, v in plots[:3]) + "): `eval.plots=false` "
+            "skips them (metrics, CSVs and report.md are still logged)"
+            + (f", which leaves {100 * bare:.0f}% for MLflow" if bare is not None else "")
+            + f"; of that, `segkit.tracking.log_model` takes {sec('segkit.tracking.log_model'):.1f}"
+            " s (a clone, a predict for the signature, the Keras save, MLmodel files) and "
+            f"`segkit.tracking.setup_experiment` {sec('segkit.tracking.setup_experiment'):.1f} s "
+            "(opening the sqlite store). These are seconds per run, not per epoch: on a real run "
+            "they are a fraction of a percent (see Findings). A smoke run cannot reach 10% "
+            "while it logs a model and trains for a few seconds.")
     if d and d.get("peak_rss_mb") and d["peak_rss_mb"] > 1.6 * d["uint8_mb"] + 100:
         out.append(f"Data memory: peak {d['peak_rss_mb']:.0f} MB for a {d['uint8_mb']:.0f} MB "
                    "dataset: `segkit.data.prepare` keeps the decoded set and copies it into "
@@ -1141,12 +1177,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--_worker", choices=("data", "smoke"), help=argparse.SUPPRESS)
     ap.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--_workdir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--_no-plots", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args._worker == "data":
         return data_worker(args.data_dir, args._workdir, args.repeats, args._out)
     if args._worker == "smoke":
-        return smoke_worker(args.data_dir, args._workdir, args._out)
+        return smoke_worker(args.data_dir, args._workdir, args._out,
+                            ["eval.plots=false"] if args._no_plots else [])
 
     if args.render_only:
         res = json.loads(args.out.read_text())
@@ -1214,7 +1252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log("inference")
         paths = [data.samples[n].image for n in data.names("test")][:e2e_images]
         res["inference"] = inference(models["segkit_auto"], data.images["test"][:predict_images],
-                                     paths, repeats, tmp, log)
+                                     paths, repeats, tmp, log, xla=not args.no_xla)
         del models, data
 
         log("FLOPs")

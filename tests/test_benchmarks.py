@@ -138,7 +138,8 @@ def _results(bench):
                          "own_cost_share": 0.005}},
         "inference": {"batch": 8, "predict_img_per_s_median": 9.0, "e2e_images": 50,
                       "e2e_mean_megapixels": 0.4, "e2e_img_per_s_median": 7.0,
-                      "e2e_predict_share_median": 0.9},
+                      "e2e_predict_share_median": 0.9, "predict_xla_img_per_s_median": 11.0,
+                      "predict_xla_vs_predict_paired": [1.1, 1.3, 1.2]},
         "flops": {"policy": "float32", "forward_flops": 6e9, "train_flops": 18e9,
                   "forward_flops_with_bias_pool": 6.1e9, "transpose_flops": 0.27e9,
                   "profiler_total": 6.1e9, "profiler_uncounted": [], "peak_flops": 156e9,
@@ -148,7 +149,9 @@ def _results(bench):
                      "mlflow_s_median": 3.0, "plots_s_median": 3.0, "wall_s_median": 20.0,
                      "runs": [{"share": 0.4, "by_name": {"mlflow.log_params": 1.0}},
                               {"share": 0.3, "by_name": {"segkit.plots.plot_gallery": 1.5,
-                                                         "segkit.app._fit": 9.0}}]},
+                                                         "segkit.app._fit": 9.0}}],
+                     "no_plots_runs": [{"share": 0.15}], "no_plots_share_median": 0.15,
+                     "no_plots_wall_s_median": 16.0},
     }
     bench.derive(res)
     return res
@@ -180,10 +183,13 @@ def test_assess_marks_targets_met_and_missed(bench):
     assert row("Training: segkit_auto")["status"] == "**missed**"              # 1.0x < 2.5x
     assert row("Training: naive")["status"] == "–"                             # no target
     assert row("Inference: model.predict")["status"] == "**missed**"           # 9 < 60 img/s
-    assert row("Tracking")["status"] == "**missed**"                           # 30% > 10%
+    assert row("Inference: the same with XLA")["value"] == "11.00 img/s (x1.20 paired median)"
+    assert row("Tracking: MLflow +")["status"] == "**missed**"                 # 30% > 10%
+    bare = row("Tracking: MLflow only")
+    assert bare["status"] == "**missed**" and bare["value"] == "15.0% of 16.00 s"
     pipeline = row("Input pipeline")
     assert pipeline["status"] == "met" and pipeline["value"].startswith("2.0%")
-    tracking = row("Tracking")
+    tracking = row("Tracking: MLflow +")
     assert "segkit.plots.plot_gallery 1.5 s" in tracking["limit"]
     assert "_fit" not in tracking["limit"]  # context timings are not tracking costs
 

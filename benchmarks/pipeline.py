@@ -987,6 +987,8 @@ def render_markdown(res: Mapping, rows: Sequence[Mapping] | None = None) -> str:
         lines.append("")
     if res.get("findings"):
         lines += ["## Findings", ""] + [f"- {f}" for f in res["findings"]] + [""]
+    if acc := res.get("accelerator_md"):
+        lines += ["## GPU", "", acc.strip(), ""]
     if det := res.get("determinism"):
         med = det["median_images_per_s"]
         lines += ["## Determinism (`trainer.deterministic=true`)", "",
@@ -1301,6 +1303,9 @@ def write_outputs(res: dict, out: Path, md: Path) -> None:
     det = out.parent / "determinism_cost.json"  # written by benchmarks/determinism_cost.py
     if det.is_file():
         res["determinism"] = json.loads(det.read_text())
+    acc = out.parent / "accelerator.md"  # written by benchmarks/accelerator.py on a GPU machine
+    if acc.is_file():
+        res["accelerator_md"] = acc.read_text()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(res), indent=2) + "\n")
     md.write_text(render_markdown(res, rows) + "\n")

@@ -218,3 +218,31 @@ def test_findings_state_the_hardware_ceiling(bench):
     ceiling = next(f for f in found if "ceiling" in f)
     assert "26.0 inference img/s" in ceiling  # 156e9 / 6e9
     assert "8.7 training img/s" in ceiling    # 156e9 / 18e9
+
+
+def test_accelerator_summary_medians_and_speedups():
+    """benchmarks/accelerator.py: medians over repeats and each policy's ratio to float32
+    of the same model and batch, rendered as one table row each."""
+    spec = importlib.util.spec_from_file_location("bench_accelerator",
+                                                  ROOT / "benchmarks" / "accelerator.py")
+    acc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(acc)
+
+    def row(policy, train, predict):
+        return {"model": "reference", "policy": policy, "image_size": 256, "batch": 8,
+                "params": 1_940_000, "train_img_per_s": train, "predict_batch": 64,
+                "predict_img_per_s": predict, "train_compile_s": 10.0}
+
+    rows = [row("float32", 100, 1000), row("float32", 300, 1000), row("float32", 200, 3000),
+            row("mixed_bfloat16", 400, 1500)]
+    table = {t["policy"]: t for t in acc.summarise(rows)}
+    assert table["float32"]["train_img_per_s"] == 200 and table["float32"]["repeats"] == 3
+    assert table["float32"]["predict_img_per_s"] == 1000
+    assert table["mixed_bfloat16"]["train_vs_float32"] == pytest.approx(2.0)
+    assert table["mixed_bfloat16"]["predict_vs_float32"] == pytest.approx(1.5)
+    text = acc.render({"command": "python benchmarks/accelerator.py --notes 'x y'",
+                       "device": "GPU X", "keras": "3", "backend": "jax", "started": "now",
+                       "wall_s": 5.0, "notes": "x y", "table": list(table.values())})
+    assert text.startswith("`python benchmarks/accelerator.py` on **GPU X**")
+    assert "| reference (1.9 M) | 256 | 8 | mixed_bfloat16 | 400 | 2.00 | 1500 (64) | 1.50 |" \
+        in text

@@ -74,7 +74,11 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
     train_ds = make_dataset(data.images["train"], data.masks["train"], t.batch_size,
                             training=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
-    callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored, cfg.schedule)
+    peak = distribute.scaled_lr(cfg.optimizer.lr, t.get("lr_scaling", "none"),
+                                model.distribute_strategy.num_replicas_in_sync)
+    callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored, cfg.schedule,
+                                peak_lr=peak,
+                                steps_per_epoch=-(-len(data.images["train"]) // t.batch_size))
     if chief:
         callbacks.insert(-1, MLflowEpochLogger())
     state: TrainingState = callbacks[-1]

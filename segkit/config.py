@@ -118,6 +118,11 @@ def validate(cfg: DictConfig) -> None:
     sc = cfg.schedule
     if sc.name == "cosine":
         _require(sc.warmup_epochs >= 0, f"schedule.warmup_epochs={sc.warmup_epochs} must be >= 0")
+        _require(sc.get("over", "epochs") in ("epochs", "time"),
+                 f"schedule.over={sc.get('over')!r} is unknown: use epochs or time")
+        _require(sc.get("over", "epochs") == "epochs" or bool(t.max_minutes),
+                 "schedule.over=time needs trainer.max_minutes (the budget the cosine decays "
+                 "over): set it, or use schedule.over=epochs")
         _require(0 <= sc.min_lr_ratio < 1,
                  f"schedule.min_lr_ratio={sc.min_lr_ratio} must be in [0, 1)")
     if sc.name == "plateau":

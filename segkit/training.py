@@ -51,12 +51,13 @@ SCHEDULES = ("constant", "cosine", "plateau")
 
 
 def learning_rate(lr: float, schedule_cfg=None, steps_per_epoch: int = 1, epochs: int = 1):
-    """``lr`` itself (constant, plateau: the callback lowers it), or Keras' CosineDecay with
-    linear warmup over ``warmup_epochs`` down to ``min_lr_ratio * lr`` at the last step."""
+    """``lr`` itself (constant; plateau and cosine over time: a callback sets it), or Keras'
+    CosineDecay with linear warmup over ``warmup_epochs`` down to ``min_lr_ratio * lr`` at the
+    last step."""
     name = schedule_cfg.name if schedule_cfg is not None else "constant"
     if name not in SCHEDULES:
         raise SegkitError(f"schedule.name={name!r} is unknown: use one of {SCHEDULES}")
-    if name != "cosine":
+    if name != "cosine" or schedule_cfg.get("over", "epochs") == "time":
         return lr
     total = max(1, steps_per_epoch * epochs)
     warmup = min(total - 1, int(round(schedule_cfg.warmup_epochs * steps_per_epoch)))
@@ -151,19 +152,64 @@ class TimeLimit(keras.callbacks.Callback):
                      self.seconds / 60, epoch + 1)
 
 
+class TimeCosine(keras.callbacks.Callback):
+    """Cosine decay over a wall-clock budget (``schedule.over=time``) instead of an epoch
+    count: before every step the learning rate is set to
+    ``min + (peak - min) * (1 + cos(pi * f)) / 2`` with ``f`` the share of ``minutes``
+    spent so far (earlier training of a resumed run included), times a linear warmup over
+    the first ``warmup_steps`` steps. With ``trainer.max_minutes`` as the budget, the decay
+    ends where TimeLimit stops training however fast or slow the machine runs, where an
+    epoch-based schedule would be cut mid-way on a slow (shared) machine or end early on a
+    fast one (budgeted training, Li et al. 2020).
+
+    Hand-written: Keras' schedules are functions of the step count only.
+    """
+
+    def __init__(self, peak: float, min_ratio: float, warmup_steps: int, minutes: float,
+                 spent_seconds: float = 0.0, clock=time.perf_counter):
+        super().__init__()
+        self.peak, self.min = peak, peak * min_ratio
+        self.warmup, self.seconds, self.spent = warmup_steps, minutes * 60.0, spent_seconds
+        self.clock = clock
+
+    def rate(self, step: int, elapsed: float) -> float:
+        f = min(1.0, max(0.0, elapsed / self.seconds))
+        lr = self.min + (self.peak - self.min) * 0.5 * (1.0 + np.cos(np.pi * f))
+        if step < self.warmup:
+            lr *= (step + 1) / self.warmup
+        return float(lr)
+
+    def on_train_begin(self, logs=None):
+        self._start = self.clock() - self.spent
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self.model.optimizer.learning_rate = self.rate(step, self.clock() - self._start)
+
+
 def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None,
-                    restored: dict | None = None, schedule_cfg=None
-                    ) -> list[keras.callbacks.Callback]:
+                    restored: dict | None = None, schedule_cfg=None, peak_lr: float = 1e-3,
+                    steps_per_epoch: int = 1) -> list[keras.callbacks.Callback]:
     """EarlyStopping and TensorBoard, each switched on by its ``enabled`` flag (they watch
     the validation carve-out), ReduceLROnPlateau for ``schedule=plateau``, a wall-clock
     TimeLimit when
     ``max_minutes`` is set, any ``extra`` callbacks, and last the TrainingState that saves
     the best model (``checkpoint``) and everything a resume needs at every epoch end.
-    ``restored`` is the state.json of an interrupted run being resumed."""
+    ``restored`` is the state.json of an interrupted run being resumed. ``schedule=cosine``
+    with ``over: time`` gets a TimeCosine from ``peak_lr`` over ``max_minutes``."""
     restored = restored or {}
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
+    spent = restored.get("train_seconds", 0.0)
     if max_minutes:
-        callbacks.append(TimeLimit(max_minutes, restored.get("train_seconds", 0.0)))
+        callbacks.append(TimeLimit(max_minutes, spent))
+    sc = schedule_cfg
+    if sc is not None and sc.name == "cosine" and sc.get("over", "epochs") == "time":
+        if not max_minutes:
+            raise SegkitError("schedule.over=time needs trainer.max_minutes (the budget the "
+                              "cosine decays over): set it, or use schedule.over=epochs")
+        callbacks.insert(0, TimeCosine(peak_lr, sc.min_lr_ratio,
+                                       int(round(sc.warmup_epochs * steps_per_epoch)),
+                                       max_minutes, spent))
     es = cb_cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(

@@ -47,6 +47,8 @@ def test_presets_compose(compose_cfg):
     ("objective=test_mdice", "objective"),
     ("eval.threshold=1.5", "eval.threshold"),
     ("eval.plots=maybe", "eval.plots"),
+    ("schedule=cosine schedule.over=steps", "schedule.over='steps' is unknown"),
+    ("schedule=cosine schedule.over=time", "schedule.over=time needs trainer.max_minutes"),
     ("augment.name=mixup", "augment.name"),
     ("loss.name=focalish", "loss.name"),
     ("model=encoder_unet data.image_size=48", "not divisible by 32"),

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from segkit.data.pipeline import make_dataset
 from segkit.errors import SegkitError
 from segkit.training import (
+    TimeCosine,
     TimeLimit,
     build_callbacks,
     build_optimizer,
@@ -67,6 +68,41 @@ def test_cosine_schedule_warms_up_then_decays(compose_cfg):
     assert lr[4] == pytest.approx(0.001)  # min_lr_ratio * lr at the last step
     assert lr[0] < lr[1] < lr[2]
     assert float(build_optimizer(cfg.optimizer).learning_rate) == pytest.approx(0.01)
+
+
+def test_cosine_over_time_follows_the_clock_and_resumes(compose_cfg, tmp_path):
+    """schedule.over=time: the rate is a function of the budget share spent (and of the
+    step during warmup), set before every step; a resumed run counts its earlier time."""
+    import keras
+
+    sched = TimeCosine(peak=0.01, min_ratio=0.1, warmup_steps=4, minutes=10.0)
+    assert sched.rate(0, 0.0) == pytest.approx(0.01 / 4)         # warmup step 1 of 4
+    assert sched.rate(3, 0.0) == pytest.approx(0.01)             # warmup done, f = 0
+    assert sched.rate(50, 300.0) == pytest.approx(0.001 + 0.009 * 0.5)  # half the budget
+    assert sched.rate(90, 600.0) == pytest.approx(0.001)         # budget spent: the minimum
+    assert sched.rate(99, 900.0) == pytest.approx(0.001)         # past it: stays there
+
+    cfg = compose_cfg("schedule=cosine", "schedule.over=time", "schedule.warmup_epochs=0",
+                      "schedule.min_lr_ratio=0.1", "optimizer.lr=0.01",
+                      "trainer.max_minutes=10")
+    opt = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch=10, epochs=3)
+    assert float(opt.learning_rate) == pytest.approx(0.01)  # a plain variable the callback sets
+    now = [0.0]
+    callbacks = build_callbacks(cfg.callbacks, tmp_path, 10.0, {"train_seconds": 300.0},
+                                cfg.schedule, peak_lr=0.01, steps_per_epoch=10)
+    (time_cosine,) = [cb for cb in callbacks if isinstance(cb, TimeCosine)]
+    time_cosine.clock = lambda: now[0]
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=opt, loss="mse")
+    time_cosine.set_model(model)
+    time_cosine.on_train_begin()
+    time_cosine.on_train_batch_begin(0)              # 300 s of 600 already spent: f = 0.5
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0055)
+    now[0] = 300.0
+    time_cosine.on_train_batch_begin(1)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    with pytest.raises(SegkitError, match="schedule.over=time needs trainer.max_minutes"):
+        build_callbacks(cfg.callbacks, tmp_path, None, None, cfg.schedule)
 
 
 def test_time_limit_stops_when_next_epoch_would_overrun():

@@ -38,14 +38,23 @@ def _strategy_name(cfg: DictConfig) -> str:
     return cfg.trainer.get("strategy", "default")  # runs saved before the key existed: default
 
 
+def _steps_per_epoch(cfg: DictConfig, data: Prepared) -> int:
+    return math.ceil(len(data.split.train) / cfg.trainer.batch_size)
+
+
+def _peak_lr(cfg: DictConfig, strategy: tf.distribute.Strategy) -> float:
+    """``optimizer.lr`` under ``trainer.lr_scaling`` for the strategy's replicas."""
+    return distribute.scaled_lr(cfg.optimizer.lr, cfg.trainer.get("lr_scaling", "none"),
+                                strategy.num_replicas_in_sync)
+
+
 def _build_compiled(cfg: DictConfig, policy: str, steps_per_epoch: int,
                     strategy: tf.distribute.Strategy | None = None) -> keras.Model:
     """Model under the dtype policy (restored afterwards: layers keep theirs), compiled, its
     variables created in ``strategy.scope()`` (mirrored over the strategy's replicas)."""
     strategy = strategy or tf.distribute.get_strategy()
     opt_cfg = cfg.optimizer
-    lr = distribute.scaled_lr(opt_cfg.lr, cfg.trainer.get("lr_scaling", "none"),
-                              strategy.num_replicas_in_sync)
+    lr = _peak_lr(cfg, strategy)
     if lr != opt_cfg.lr:
         opt_cfg = OmegaConf.create({**OmegaConf.to_container(opt_cfg, resolve=True), "lr": lr})
     with strategy.scope():
@@ -74,11 +83,9 @@ def _fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
     train_ds = make_dataset(data.images["train"], data.masks["train"], t.batch_size,
                             training=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = make_dataset(data.images["val"], data.masks["val"], t.batch_size, training=False)
-    peak = distribute.scaled_lr(cfg.optimizer.lr, t.get("lr_scaling", "none"),
-                                model.distribute_strategy.num_replicas_in_sync)
     callbacks = build_callbacks(cfg.callbacks, run_dir, t.max_minutes, restored, cfg.schedule,
-                                peak_lr=peak,
-                                steps_per_epoch=-(-len(data.images["train"]) // t.batch_size))
+                                peak_lr=_peak_lr(cfg, model.distribute_strategy),
+                                steps_per_epoch=_steps_per_epoch(cfg, data))
     if chief:
         callbacks.insert(-1, MLflowEpochLogger())
     state: TrainingState = callbacks[-1]
@@ -154,8 +161,7 @@ def _train_worker(cfg: DictConfig, data: Prepared, policy: str,
     the chief; its checkpoints go to a temporary folder that is removed; no MLflow."""
     log.info("worker %s: training with the chief, which logs and saves", distribute.task_of(
         strategy))
-    steps = math.ceil(len(data.split.train) / cfg.trainer.batch_size)
-    model = _build_compiled(cfg, policy, steps, strategy)
+    model = _build_compiled(cfg, policy, _steps_per_epoch(cfg, data), strategy)
     with distribute.worker_dir(False, None) as folder:
         _fit(cfg, model, data, folder, None, chief=False)
     log.info("worker: training done; waiting for the chief to log and evaluate")
@@ -201,8 +207,7 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
                 _log_data(data)
                 mlflow.log_param("trainer.policy", policy)
                 checkpoints.save_config(run_dir / "checkpoints", cfg)
-                steps = math.ceil(len(data.split.train) / cfg.trainer.batch_size)
-                model = _build_compiled(cfg, policy, steps, strategy)
+                model = _build_compiled(cfg, policy, _steps_per_epoch(cfg, data), strategy)
                 mlflow.log_param("model.params", model.count_params())
             else:
                 with strategy.scope():

@@ -197,9 +197,8 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
                "chosen_threshold": chosen, "metrics": metrics}
     write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
 
-    figures = {}
-    if ev.get("plots", True):
-        figures = _figures(model, data, cfg, results, chosen, out_dir, history)
+    plots_on = ev.get("plots", True)
+    figures = _figures(model, data, cfg, results, chosen, out_dir, history) if plots_on else {}
 
     sizes = data.split.sizes()
     notes = [f"split: {data.split.name}; train {sizes['train']}, validation {sizes['val']}, "
@@ -208,7 +207,7 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
              "(test_tuned_* metrics)",
              "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels",
              "test-time augmentation (flip averaging): " + ("on" if ev.tta else "off")]
-    if not ev.get("plots", True):
+    if not plots_on:
         notes.append("figures: off (eval.plots=false)")
     table = {"validation": val.metrics, "test": test.metrics,
              f"test @ {chosen}": test.at(chosen)}

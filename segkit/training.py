@@ -181,10 +181,12 @@ class TimeCosine(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._start = self.clock() - self.spent
+        self._step = int(self.model.optimizer.iterations.numpy())  # > 0 on a resumed run
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        self.model.optimizer.learning_rate = self.rate(step, self.clock() - self._start)
+        # counted here rather than read from the optimizer: no device read in every step
+        self.model.optimizer.learning_rate = self.rate(self._step, self.clock() - self._start)
+        self._step += 1
 
 
 def build_callbacks(cb_cfg, run_dir: Path, max_minutes: float | None = None,

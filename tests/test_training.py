@@ -101,6 +101,16 @@ def test_cosine_over_time_follows_the_clock_and_resumes(compose_cfg, tmp_path):
     now[0] = 300.0
     time_cosine.on_train_batch_begin(1)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    ramp = TimeCosine(peak=0.01, min_ratio=0.1, warmup_steps=2, minutes=10.0,
+                      clock=lambda: 0.0)
+    ramp.set_model(model)
+    model.optimizer.iterations.assign(0)
+    ramp.on_train_begin()
+    seen = []
+    for i in range(3):  # the step is counted by the callback across batches
+        ramp.on_train_batch_begin(i)
+        seen.append(float(model.optimizer.learning_rate))
+    assert seen == pytest.approx([0.005, 0.01, 0.01])
     with pytest.raises(SegkitError, match="schedule.over=time needs trainer.max_minutes"):
         build_callbacks(cfg.callbacks, tmp_path, None, None, cfg.schedule)
 

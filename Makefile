@@ -12,7 +12,7 @@ ifeq ($(origin SEGKIT_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: install train smoke test lint ui clean
+.PHONY: install train smoke test test-fast lint ui clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,15 @@ train: install  ## train + evaluate with the default config (add ARGS="model.fil
 smoke: install  ## a tiny end-to-end run (seconds)
 	$(PY) run.py debug=smoke $(ARGS)
 
-test: install  ## the test suite (what CI runs)
+test: install  ## the whole suite, both lanes (what CI runs)
 	$(PY) -m pytest -q
 
-lint: install
+test-fast: install  ## the fast lane: unit tests, no training (under 2 minutes)
+	$(PY) -m pytest -q -m "not e2e"
+
+lint: install  ## ruff (style, simplifications, complexity) and mypy (types of segkit/)
 	$(VENV)/bin/ruff check segkit tests run.py benchmarks
+	$(VENV)/bin/mypy
 
 ui: install  ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000

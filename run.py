@@ -1,6 +1,6 @@
 """Entry point: `python run.py [overrides]` trains and evaluates one configured experiment;
 `python run.py -m key=a,b` sweeps (segkit.sweep: parent run, failures contained, summary).
-All work happens in segkit.app.run_experiment."""
+All work happens in segkit.experiment.run_experiment."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from segkit import sweep
 from segkit.config import register_resolvers
 from segkit.errors import SegkitError
+from segkit.sweep import FailedJob, run_job
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 ROOT = Path(__file__).resolve().parent
@@ -24,20 +24,20 @@ log = logging.getLogger("segkit")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | sweep.FailedJob:
+def main(cfg: DictConfig) -> float | FailedJob:
     register_resolvers(ROOT)  # idempotent: for launchers whose workers never import run.py
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
 
     def train(run_name: str | None, tags: dict[str, str]) -> float:
-        from segkit.app import run_experiment
+        from segkit.experiment import run_experiment  # TensorFlow: only once cfg is valid
 
         return run_experiment(cfg, root=ROOT, run_dir=out, hydra_dir=out / hc.output_subdir,
                               run_name=run_name, tags=tags)
 
     try:
         # Validates first (no TensorFlow yet); in a sweep, errors are recorded, not raised.
-        return sweep.run_job(cfg, train)
+        return run_job(cfg, train)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run is KILLED, its state saved
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
@@ -48,5 +48,4 @@ def main(cfg: DictConfig) -> float | sweep.FailedJob:
 
 
 if __name__ == "__main__":
-    main()
-    raise SystemExit(sweep.exit_status())  # 1 when a sweep had a failed job (summary written)
+    main()  # a sweep with a failed job exits 1 from its callback, after the summary

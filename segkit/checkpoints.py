@@ -13,10 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from segkit.config import ConfigError
+from segkit.errors import ConfigError
 from segkit.fileio import atomic_path, write_text
 
 log = logging.getLogger(__name__)
@@ -154,6 +151,7 @@ def load_resume(run_id: str, run_dir: Path, cfg: DictConfig) -> Resume:
     if ignored:
         log.warning("trainer.resume: continuing with the run's own config; ignoring the "
                     "changed keys %s", ", ".join(ignored))
+    assert isinstance(saved, DictConfig)  # config.yaml holds a mapping
     return Resume(run_id, Path(run_dir), saved, state)
 
 
@@ -162,21 +160,3 @@ def _diff(a, b, prefix: str = "") -> list[str]:
         return [k for key in sorted(set(a) | set(b))
                 for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
     return [] if a == b else [prefix.rstrip(".")]
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (``kill``, a scheduler's preemption) raises KeyboardInterrupt like Ctrl-C, so
-    the run is marked KILLED and exits promptly with its last finished epoch saved."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be installed from the main thread
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

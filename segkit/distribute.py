@@ -40,12 +40,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from segkit.config import STRATEGIES, ConfigError
+from segkit import tags
+from segkit.errors import ConfigError
+from segkit.trainer import STRATEGIES
 
 log = logging.getLogger(__name__)
-
-LR_SCALING = ("none", "linear")
-
 
 def build_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy for ``trainer.strategy``. Call it before any other
@@ -82,18 +81,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     cluster = strategy.cluster_resolver.cluster_spec().as_dict()
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
-
-
-def scaled_lr(lr: float, scaling: str, replicas: int) -> float:
-    """``optimizer.lr`` under ``trainer.lr_scaling``: unchanged (none) or times the number of
-    replicas (linear, Goyal et al. 2017: keeps the per-image step size when the global batch
-    grows with the replicas)."""
-    if scaling == "none":
-        return lr
-    if scaling == "linear":
-        return lr * replicas
-    raise ConfigError(f"trainer.lr_scaling={scaling!r} is unknown: use one of "
-                      f"{', '.join(LR_SCALING)}")
 
 
 def check_global_batch(batch_size: int, replicas: int, sizes: dict[str, int] | None = None
@@ -184,7 +171,10 @@ def custom_fit(model: keras.Model, train_ds: tf.data.Dataset, *,
                ) -> keras.callbacks.History:
     """``model.fit(train_ds, validation_data=..., epochs=..., initial_epoch=...,
     callbacks=..., shuffle=False)`` as a loop over ``strategy.run``; works under every
-    strategy (``model`` must have been built and compiled in ``strategy.scope()``)."""
+    strategy (``model`` must have been built and compiled in ``strategy.scope()``).
+
+    Long because it mirrors Keras' fit epoch loop call for call (callbacks, steps, validation,
+    the agreed stop), which is easiest to check against Keras read side by side."""
     strategy = strategy or model.distribute_strategy
     with strategy.scope():
         # What fit does first (Keras' own private hook): create the optimizer's and metrics'
@@ -251,7 +241,7 @@ def describe(strategy: tf.distribute.Strategy) -> dict[str, str]:
         (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
         (tf.distribute.MirroredStrategy, "MirroredStrategy")) if isinstance(strategy, cls)),
         type(strategy).__name__)
-    return {"segkit.strategy": name,
-            "segkit.replicas": str(strategy.num_replicas_in_sync),
-            "segkit.workers": str(workers),
-            "segkit.tf_config_task": json.dumps([task_type, task_id])}
+    return {tags.STRATEGY: name,
+            tags.REPLICAS: str(strategy.num_replicas_in_sync),
+            tags.WORKERS: str(workers),
+            tags.TF_CONFIG_TASK: json.dumps([task_type, task_id])}

@@ -30,7 +30,8 @@ def confusion_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.stack([tp, fp, tn, fn], axis=1).astype(np.int64)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, empty: float | np.ndarray) -> np.ndarray:
+def _ratio(num: float | np.ndarray, den: float | np.ndarray, empty: float | np.ndarray
+           ) -> np.ndarray:
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
     out = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     return np.where(den > 0, out, empty)
@@ -89,8 +90,8 @@ class ScoreHistogram:
     """
 
     bins: int = 1000
-    pos: np.ndarray = field(default=None)
-    neg: np.ndarray = field(default=None)
+    pos: np.ndarray = field(default=None)  # type: ignore[arg-type]  # set in __post_init__
+    neg: np.ndarray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self):
         if self.pos is None:

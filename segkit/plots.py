@@ -61,6 +61,7 @@ def plot_history(history: dict[str, list[float]], path: Path, best_epoch: int | 
 
     Panels whose metric (and its ``val_`` twin) is not in ``history`` are hidden.
     ``best_epoch`` is a 0-based index, shown 1-based as a dashed line on every panel.
+    Long because a figure is one linear pass of matplotlib calls.
     """
     # Fixed margins instead of a layout engine: constrained layout doubles the drawing time
     # of this 4-panel figure, and the tight bounding box trims the spare margin anyway.
@@ -69,9 +70,9 @@ def plot_history(history: dict[str, list[float]], path: Path, best_epoch: int | 
                                            "top": 0.91, "wspace": 0.2, "hspace": 0.33}).ravel()
     shown = 0
     for ax, (key, label) in zip(axes, HISTORY_PANELS, strict=True):
-        series = [(history.get(key), "train", "C0"), (history.get(f"val_{key}"), "validation",
-                                                      "C1")]
-        series = [(np.asarray(v, dtype=float), name, color) for v, name, color in series
+        raw = [(history.get(key), "train", "C0"), (history.get(f"val_{key}"), "validation",
+                                                   "C1")]
+        series = [(np.asarray(v, dtype=float), name, color) for v, name, color in raw
                   if v is not None and len(v) > 0]
         if not series:
             ax.set_visible(False)
@@ -223,7 +224,7 @@ def plot_dice_histogram(dice: np.ndarray, path: Path, split: str = "test") -> Pa
     dice = np.asarray(dice, dtype=float).ravel()
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
-    ax.hist(dice, bins=np.linspace(0, 1, 21), color="C0", alpha=0.8, edgecolor="white",
+    ax.hist(dice, bins=list(np.linspace(0, 1, 21)), color="C0", alpha=0.8, edgecolor="white",
             label="images")
     if len(dice):
         mean, median = float(np.mean(dice)), float(np.median(dice))
@@ -260,7 +261,8 @@ def plot_gallery(cases: list[dict], path: Path) -> Path:
     Each case has ``title``, ``image`` (uint8 HxWx3), ``truth`` and ``pred`` (bool HxW)
     and ``dice``. Each row is one axes showing the four panels side by side as one picture
     (outlines offset onto the fourth), which keeps six rows of 256x256 images well under a
-    second: axes and images, not pixels, are what cost time in matplotlib.
+    second: axes and images, not pixels, are what cost time in matplotlib. Long because a
+    figure is one linear pass of matplotlib calls.
     """
     if not cases:
         raise ValueError("plot_gallery needs at least one case")
@@ -413,7 +415,10 @@ def _one_param(ax, xs, obj, key, objective) -> None:
 
 def _parallel(fig, ax, columns, obj, keys, objective) -> None:
     """Parallel coordinates: one vertical axis per parameter (scaled to [0, 1]; log for
-    positive values over a decade; categories evenly spaced) and the objective last."""
+    positive values over a decade; categories evenly spaced) and the objective last.
+
+    Long because a figure is one linear pass of matplotlib calls; splitting it would only
+    pass the axes around."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize

@@ -1,18 +1,11 @@
 """The evaluation report: score the validation and test splits, choose the threshold, draw
-the figures, write report.md (metric table + figures), CSVs and JSON, and log them.
-
-The Markdown is rendered by hand on purpose (no template engine, no Markdown library): the
-report is a heading, a few notes, one table and one image per figure.
-"""
+the figures, write report.md (segkit.markdown renders it), CSVs and JSON, and log them."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
-import numbers
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -24,84 +17,7 @@ from segkit import plots
 from segkit.data import Prepared
 from segkit.evaluation import Evaluation, evaluate, predict_batches
 from segkit.fileio import write_text
-
-# Metrics that count pixels or images: shown as integers with thousands separators.
-COUNT_METRICS = frozenset({"tp", "fp", "tn", "fn", "images"})
-MISSING = "–"
-
-
-def format_value(name: str, value: object) -> str:
-    """One table cell: counts as ``1,234,567``, other numbers with 4 decimals."""
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, numbers.Integral):
-        return f"{int(value):,}"
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        if not math.isfinite(number):
-            return str(number)
-        if name.lower() in COUNT_METRICS and number.is_integer():
-            return f"{int(number):,}"
-        return f"{number:.4f}"
-    return _cell(str(value))
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell (no pipes, no line breaks)."""
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def metric_table(metrics: Mapping[str, Mapping[str, object]]) -> list[str]:
-    """Markdown table lines: one row per metric (first-seen order), one column per split."""
-    splits = list(metrics)
-    names = list(dict.fromkeys(name for split in splits for name in metrics[split]))
-    lines = ["| metric | " + " | ".join(_cell(s) for s in splits) + " |",
-             "|:--|" + "--:|" * len(splits)]
-    for name in names:
-        cells = [format_value(name, metrics[s][name]) if name in metrics[s] else MISSING
-                 for s in splits]
-        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _image(caption: str, file: str) -> str:
-    alt = " ".join(caption.split()).replace("[", "\\[").replace("]", "\\]")
-    target = f"<{file}>" if any(c.isspace() or c in "()<>" for c in file) else file
-    return f"![{alt}]({target})"
-
-
-def render_report(*, title: str, metrics: Mapping[str, Mapping[str, object]],
-                  plots: Mapping[str, str], notes: Sequence[str] | None = None) -> str:
-    """The Markdown text of the report (see :func:`write_report`)."""
-    lines = [f"# {' '.join(title.split())}", ""]
-    if notes:
-        for note in notes:
-            first, *rest = str(note).strip().splitlines() or [""]
-            lines.append(f"- {first}")
-            lines.extend(f"  {line}" for line in rest)
-        lines.append("")
-    lines.append("## Metrics")
-    lines.append("")
-    lines.extend(metric_table(metrics) if metrics else ["No metrics."])
-    lines.append("")
-    for caption, file in plots.items():
-        lines += [f"## {' '.join(caption.split())}", "", _image(caption, file), ""]
-    return "\n".join(lines)
-
-
-def write_report(path: Path, *, title: str, metrics: dict[str, dict[str, float]],
-                 plots: dict[str, str], notes: list[str] | None = None) -> Path:
-    """Write the Markdown report atomically (temp file in the same folder, then rename).
-
-    ``metrics`` maps split -> metric -> value (one table column per split, rows in
-    first-seen order, "–" where a split lacks a metric); ``plots`` maps caption -> PNG file
-    name relative to the report; ``notes`` become a bullet list under the title.
-    """
-    return write_text(path, render_report(title=title, metrics=metrics, plots=plots,
-                                          notes=notes))
-
+from segkit.markdown import write_report
 
 # Metrics also reported at the threshold chosen on validation (prefix test_tuned_).
 TUNED_KEYS = ("mdice", "miou", "pixel_accuracy", "pixel_dice", "pixel_iou", "precision",
@@ -168,19 +84,15 @@ def _figures(model: keras.Model, data: Prepared, cfg: DictConfig, results: dict,
     return figures
 
 
-def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out_dir: Path,
-                        history: dict | None = None) -> dict[str, float]:
-    """Score the validation carve-out and the held-out test split, choose the threshold on
-    validation, write plots, CSVs, metrics JSON and report.md to ``out_dir``, log them all
-    to the active MLflow run, and return the logged metrics."""
-    ev = cfg.eval
-    out_dir.mkdir(parents=True, exist_ok=True)
+def score(model: keras.Model, data: Prepared, ev: DictConfig) -> tuple[dict, float, dict]:
+    """Per-split evaluations (validation, test), the threshold chosen on validation, and the
+    flat metrics to log (``val_*``, ``test_*``, ``test_tuned_*``, ``test_fullres_*``)."""
     results = {part: evaluate(model, data.images[part], data.masks[part], data.names(part),
                               split=f"{data.split.name}/{part}", threshold=ev.threshold,
                               batch_size=ev.batch_size, bins=ev.bins, tta=ev.tta)
                for part in ("val", "test")}
-    val, test = results["val"], results["test"]
-    chosen = val.best_threshold() if ev.select_threshold else ev.threshold
+    test = results["test"]
+    chosen = results["val"].best_threshold() if ev.select_threshold else ev.threshold
     metrics = {f"{p}_{k}": v for p, r in results.items() for k, v in r.metrics.items()}
     metrics["val_best_threshold"] = chosen
     metrics.update({f"test_tuned_{k}": test.at(chosen)[k] for k in TUNED_KEYS})
@@ -190,16 +102,10 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
                         threshold=chosen, batch_size=ev.batch_size, bins=ev.bins,
                         originals=[data.samples[n] for n in data.names("test")], tta=ev.tta)
         metrics.update({f"test_fullres_{k}": v for k, v in full.metrics.items()})
+    return results, chosen, metrics
 
-    for part, r in results.items():
-        _write_csv(r.per_image(), out_dir / f"{part}_per_image.csv")
-    summary = {"splits": {p: r.split for p, r in results.items()}, "threshold": ev.threshold,
-               "chosen_threshold": chosen, "metrics": metrics}
-    write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
 
-    plots_on = ev.get("plots", True)
-    figures = _figures(model, data, cfg, results, chosen, out_dir, history) if plots_on else {}
-
+def _notes(data: Prepared, ev: DictConfig, chosen: float) -> list[str]:
     sizes = data.split.sizes()
     notes = [f"split: {data.split.name}; train {sizes['train']}, validation {sizes['val']}, "
              f"held-out test {sizes['test']} images; {data.image_size}x{data.image_size}",
@@ -207,12 +113,30 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
              "(test_tuned_* metrics)",
              "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels",
              "test-time augmentation (flip averaging): " + ("on" if ev.tta else "off")]
-    if not plots_on:
+    if not ev.plots:
         notes.append("figures: off (eval.plots=false)")
+    return notes
+
+
+def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out_dir: Path,
+                        history: dict | None = None) -> dict[str, float]:
+    """Score the validation carve-out and the held-out test split, choose the threshold on
+    validation, write plots, CSVs, metrics JSON and report.md to ``out_dir``, log them all
+    to the active MLflow run, and return the logged metrics."""
+    ev = cfg.eval
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, chosen, metrics = score(model, data, ev)
+    for part, r in results.items():
+        _write_csv(r.per_image(), out_dir / f"{part}_per_image.csv")
+    summary = {"splits": {p: r.split for p, r in results.items()}, "threshold": ev.threshold,
+               "chosen_threshold": chosen, "metrics": metrics}
+    write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
+    figures = _figures(model, data, cfg, results, chosen, out_dir, history) if ev.plots else {}
+    val, test = results["val"], results["test"]
     table = {"validation": val.metrics, "test": test.metrics,
              f"test @ {chosen}": test.at(chosen)}
     write_report(out_dir / "report.md", title="segkit evaluation report", metrics=table,
-                 plots=figures, notes=notes)
+                 plots=figures, notes=_notes(data, ev, chosen))
     mlflow.log_metrics(metrics)
     mlflow.log_artifacts(str(out_dir), "evaluation")
     return metrics

@@ -25,8 +25,8 @@ class TargetError(SegkitError):
 
 def _targets(node, path: str) -> Iterator[tuple[str, object]]:
     if isinstance(node, DictConfig):
-        for key in node.keys():
-            child = f"{path}.{key}" if path else str(key)
+        for key in node:
+            child = f"{path}.{key!s}" if path else str(key)
             value = node.get(key)
             if key == "_target_":
                 yield child, value

@@ -15,11 +15,13 @@ from urllib.parse import urlparse
 import mlflow
 import numpy as np
 
+from segkit import tags as tag  # `tags` is the name of run tags here
+from segkit.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 PACKAGES = ("segkit", "tensorflow", "keras", "mlflow", "hydra-core", "omegaconf", "numpy",
             "albumentations", "scikit-learn", "matplotlib", "pillow")
-_MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
 
 def artifact_location(uri: str) -> str | None:
@@ -42,10 +44,13 @@ def setup_experiment(uri: str, name: str) -> str:
         return mlflow.create_experiment(
             name, artifact_location=artifact_location(uri),
             # Opens the model-training view (runs table) instead of the GenAI one in MLflow 3.
-            tags={"mlflow.experimentKind": "custom_model_development"},
+            tags={tag.EXPERIMENT_KIND: "custom_model_development"},
         )
     except mlflow.exceptions.MlflowException:  # another process created it meanwhile
-        return mlflow.get_experiment_by_name(name).experiment_id
+        created = mlflow.get_experiment_by_name(name)
+        if created is None:
+            raise
+        return str(created.experiment_id)
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
@@ -57,7 +62,7 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
             flat.update(flatten(value, f"{name}."))
         else:
             text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-            flat[name] = text[:_MAX_PARAM_LEN]
+            flat[name] = text[:tag.MAX_PARAM]
     return flat
 
 
@@ -67,10 +72,10 @@ def git_state(root: Path) -> dict[str, str]:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
     try:
-        return {"segkit.git_commit": git("rev-parse", "HEAD"),
-                "segkit.git_dirty": str(bool(git("status", "--porcelain"))).lower()}
+        return {tag.GIT_COMMIT: git("rev-parse", "HEAD"),
+                tag.GIT_DIRTY: str(bool(git("status", "--porcelain"))).lower()}
     except (OSError, subprocess.SubprocessError):
-        return {"segkit.git_commit": "unknown"}
+        return {tag.GIT_COMMIT: "unknown"}
 
 
 def package_versions() -> dict[str, str]:
@@ -88,8 +93,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     answer (MLflow's own client would retry for minutes, at the end of training)."""
     import urllib.error
     import urllib.request
-
-    from segkit.config import ConfigError
 
     if urlparse(uri).scheme not in ("http", "https"):
         return
@@ -121,7 +124,7 @@ def start_run(uri: str, experiment: str, run_name: str | None = None,
             mlflow.end_run("KILLED")
             raise
         except Exception as exc:
-            mlflow.set_tag("segkit.error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.set_tag(tag.ERROR, f"{type(exc).__name__}: {exc}"[:tag.MAX_TAG])
             raise
 
 
@@ -153,15 +156,13 @@ def find_resumable(experiment_id: str, resume: str, chash: str) -> tuple[str, Pa
     """``trainer.resume``: the run to continue and its run folder. ``auto`` picks the latest
     interrupted run with the same config hash (None when there is none); a run id must name
     an interrupted run of this experiment."""
-    from segkit.config import ConfigError
-
     client = mlflow.MlflowClient()
     if resume == "auto":
         found = client.search_runs(
-            [experiment_id], f"tags.`segkit.config_hash` = '{chash}'",
+            [experiment_id], f"tags.`{tag.CONFIG_HASH}` = '{chash}'",
             order_by=["attributes.start_time DESC"], max_results=20)
         runs = [r for r in found if r.info.status in RESUMABLE
-                and "segkit.run_dir" in r.data.tags]
+                and tag.RUN_DIR in r.data.tags]
         if not runs:
             log.info("trainer.resume=auto: no interrupted run of this config; starting anew")
             return None
@@ -179,10 +180,10 @@ def find_resumable(experiment_id: str, resume: str, chash: str) -> tuple[str, Pa
         if run.info.status not in RESUMABLE:
             raise ConfigError(f"trainer.resume={resume}: the run is {run.info.status}, "
                               "nothing to resume: start a new run without trainer.resume")
-        if "segkit.run_dir" not in run.data.tags:
+        if tag.RUN_DIR not in run.data.tags:
             raise ConfigError(f"trainer.resume={resume}: the run has no segkit.run_dir tag "
                               "(not a segkit training run)")
-    return run.info.run_id, Path(run.data.tags["segkit.run_dir"])
+    return run.info.run_id, Path(run.data.tags[tag.RUN_DIR])
 
 
 def log_run_context(config: Mapping, root: Path, hydra_dir: Path | None) -> None:

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from segkit.config import ConfigError
 from segkit.data.augment import ALLOWED, build_compose, tf_augment
-from segkit.data.pipeline import AUGMENTATIONS, make_dataset
+from segkit.data.augmentations import AUGMENTATIONS
+from segkit.data.pipeline import make_dataset
+from segkit.errors import ConfigError
 from tests.conftest import ROOT
 
 CONFIGS = sorted((ROOT / "conf" / "augment").glob("*.yaml"))

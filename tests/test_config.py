@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from segkit.config import ConfigError, check_batch_size, validate
+from segkit.config import validate
+from segkit.errors import ConfigError
+from segkit.trainer import check_batch_size
 from tests.conftest import ROOT
 
 
@@ -88,20 +90,19 @@ def test_cli_rejects_before_any_work(tmp_path, override, expected):
     assert not (tmp_path / "never.db").exists()  # no MLflow store was touched
 
 
-def test_choices_match_the_builders():
-    from segkit.config import CHOICES, ENCODERS
-    from segkit.data.pipeline import AUGMENTATIONS
+def test_every_registry_matches_its_conf_group():
+    """Each extension point has one registry; its options are exactly the YAML files of its
+    config group (adding one means its YAML and its builder, nothing else)."""
+    from segkit.data.augmentations import AUGMENTATIONS
+    from segkit.data.splits import SPLITS
     from segkit.losses import LOSSES
-    from segkit.models import BUILDERS, encoder_unet
-    from segkit.training import SCHEDULES
+    from segkit.models import MODELS
+    from segkit.optimizers import OPTIMIZERS
+    from segkit.schedules import SCHEDULES
 
-    assert set(CHOICES["augment.name"]) == set(AUGMENTATIONS)
-    assert set(CHOICES["model.name"]) == set(BUILDERS)
-    assert set(CHOICES["schedule.name"]) == set(SCHEDULES)
-    assert set(CHOICES["loss.name"]) == set(LOSSES)
-    assert set(ENCODERS) == set(encoder_unet.ENCODERS)
     conf = ROOT / "conf"
-    for group, key in (("loss", "loss.name"), ("optimizer", "optimizer.name"),
-                       ("augment", "augment.name"), ("split", "split.name"),
-                       ("schedule", "schedule.name")):
-        assert {p.stem for p in (conf / group).glob("*.yaml")} == set(CHOICES[key])
+    for group, registry in (("model", MODELS), ("loss", LOSSES), ("optimizer", OPTIMIZERS),
+                            ("augment", AUGMENTATIONS), ("split", SPLITS),
+                            ("schedule", SCHEDULES)):
+        assert {p.stem for p in (conf / group).glob("*.yaml")} == set(registry), group
+        assert registry.key == group

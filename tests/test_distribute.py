@@ -19,7 +19,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from segkit.config import ConfigError, validate
+from segkit.config import validate
+from segkit.errors import ConfigError
+from segkit.trainer import scaled_lr
 from tests.conftest import ROOT, free_port, mlflow_server_at
 
 
@@ -67,8 +69,8 @@ def test_strategy_keys_default_and_validate(compose_cfg, monkeypatch):
 def test_lr_scaling_chief_and_global_batch():
     from segkit import distribute
 
-    assert distribute.scaled_lr(1e-3, "none", 4) == 1e-3
-    assert distribute.scaled_lr(1e-3, "linear", 4) == pytest.approx(4e-3)
+    assert scaled_lr(1e-3, "none", 4) == 1e-3
+    assert scaled_lr(1e-3, "linear", 4) == pytest.approx(4e-3)
     distribute.check_global_batch(8, 4)
     with pytest.raises(ConfigError, match="trainer.batch_size=6 is not divisible by the 4"):
         distribute.check_global_batch(6, 4)
@@ -134,10 +136,10 @@ def test_custom_loop_equals_model_fit(compose_cfg, tmp_path, schedule):
     custom loop under the default strategy and model.fit, with segkit's callbacks (early
     stopping, ReduceLROnPlateau, TensorBoard, the checkpointing TrainingState), end with the
     same weights, optimizer steps, learning rate and per-epoch logs (train and val_*)."""
-    from segkit.app import _build_compiled
+    from segkit.callbacks import build_callbacks
     from segkit.data.pipeline import make_dataset
     from segkit.distribute import custom_fit
-    from segkit.training import build_callbacks
+    from segkit.experiment import build_compiled
 
     cfg = compose_cfg("debug=smoke", "data.image_size=32", f"schedule={schedule}",
                       "trainer.epochs=3",
@@ -145,8 +147,8 @@ def test_custom_loop_equals_model_fit(compose_cfg, tmp_path, schedule):
     images, masks = _arrays(8, 32, 0)
     vimages, vmasks = _arrays(4, 32, 1)
     keras.utils.set_random_seed(0)
-    a = _build_compiled(cfg, "float32", 2)
-    b = _build_compiled(cfg, "float32", 2)
+    a = build_compiled(cfg, "float32", 2)
+    b = build_compiled(cfg, "float32", 2)
     b.set_weights(a.get_weights())
     recorded = []
     for name, model in (("fit", a), ("custom", b)):
@@ -179,14 +181,14 @@ def test_custom_loop_equals_model_fit(compose_cfg, tmp_path, schedule):
 
 
 def test_custom_loop_stops_when_a_callback_says_so(compose_cfg):
-    from segkit.app import _build_compiled
+    from segkit.callbacks import TimeLimit
     from segkit.data.pipeline import make_dataset
     from segkit.distribute import custom_fit
-    from segkit.training import TimeLimit
+    from segkit.experiment import build_compiled
 
     cfg = compose_cfg("debug=smoke", "data.image_size=32", "trainer.epochs=5")
     images, masks = _arrays(4, 32, 0)
-    model = _build_compiled(cfg, "float32", 1)
+    model = build_compiled(cfg, "float32", 1)
     rec, limit = Recorder(), TimeLimit(minutes=1e-9)
     custom_fit(model, make_dataset(images, masks, 4, training=False),
                validation_data=make_dataset(images, masks, 4, training=False), epochs=5,
@@ -205,7 +207,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import keras
     from hydra import compose, initialize_config_dir
     from segkit.config import register_resolvers
-    from segkit.app import _build_compiled, run_experiment
+    from segkit.experiment import build_compiled, run_experiment
     from segkit.data.pipeline import make_dataset
     from segkit.distribute import custom_fit
     from tests.test_distribute import _arrays
@@ -218,8 +220,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     images, masks = _arrays(8, 32, 0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     keras.utils.set_random_seed(0)
-    one = _build_compiled(cfg, "float32", 2)
-    fit, custom = (_build_compiled(cfg, "float32", 2, strategy) for _ in range(2))
+    one = build_compiled(cfg, "float32", 2)
+    fit, custom = (build_compiled(cfg, "float32", 2, strategy) for _ in range(2))
     fit.set_weights(one.get_weights())
     custom.set_weights(one.get_weights())
     logs = {}
@@ -249,7 +251,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_mirrored_on_two_logical_cpus(real_root, tmp_path):
     """With 2 replicas: model.fit and the custom loop give the same weights; mirrored fit
     equals one-device fit up to float summation order; a smoke run with
@@ -307,7 +309,7 @@ SHARD_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_multi_worker_sharding_splits_each_global_batch(tmp_path):
     """Under multi_worker every worker reads the same shuffled, augmented pipeline and keeps
     its half of each global batch: the two shares together are exactly the batches one
@@ -390,7 +392,7 @@ def single_run(mlflow_server, real_root, tmp_path_factory):
     return run, time.perf_counter() - start
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_smoke_run_against_a_tracking_server(mlflow_server, single_run):
     run, seconds = single_run
     print(f"smoke run against an mlflow server: {seconds:.0f} s")
@@ -407,7 +409,7 @@ def test_smoke_run_against_a_tracking_server(mlflow_server, single_run):
     assert logged.artifact_location.startswith("mlflow-artifacts:"), logged.artifact_location
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_workers_train_one_model_into_one_run(mlflow_server, single_run, real_root,
                                                   tmp_path):
     """Two processes on 127.0.0.1 with trainer.strategy=multi_worker (1 replica each, global

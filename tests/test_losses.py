@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from segkit.config import ConfigError
+from segkit.errors import ConfigError
 from segkit.losses import LOSSES, build_loss
 from tests.conftest import ROOT
 
@@ -22,8 +22,15 @@ Y = np.array([[[1, 1, 1], [1, 0, 0]],
 P = np.random.default_rng(0).uniform(0.05, 0.95, Y.shape).astype(np.float32)
 
 
+def _cfg(name, **kw):
+    """conf/loss/<name>.yaml (the single place its defaults live) with ``kw`` changed."""
+    cfg = OmegaConf.load(ROOT / "conf" / "loss" / f"{name}.yaml")
+    cfg.update(kw)
+    return cfg
+
+
 def _loss(name, y=Y, p=P, **kw):
-    return float(build_loss(OmegaConf.create({"name": name, **kw}))(y, p))
+    return float(build_loss(_cfg(name, **kw))(y, p))
 
 
 def _counts(y, p):
@@ -76,7 +83,7 @@ def test_empty_mask_gives_no_region_gradient():
     """Per-image Dice/Tversky of an empty mask is the constant 1: no gradient from it."""
     p = tf.Variable(P)
     with tf.GradientTape() as tape:
-        value = build_loss(OmegaConf.create({"name": "tversky"}))(Y, p)
+        value = build_loss(_cfg("tversky"))(Y, p)
     grad = tape.gradient(value, p).numpy()
     assert np.all(grad[2] == 0) and np.any(grad[:2] != 0)
 
@@ -114,17 +121,17 @@ def test_bad_names_and_options_fail_in_one_line():
                        "dice, bce_dice, focal, tversky$"):
         build_loss(OmegaConf.create({"name": "focalish"}))
     with pytest.raises(ConfigError, match="loss.alpha=-0.1"):
-        build_loss(OmegaConf.create({"name": "tversky", "alpha": -0.1}))
+        build_loss(_cfg("tversky", alpha=-0.1))
     with pytest.raises(ConfigError, match="loss.gamma=-1"):
-        build_loss(OmegaConf.create({"name": "focal", "gamma": -1}))
+        build_loss(_cfg("focal", gamma=-1))
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_compiled_model_round_trips_with_each_loss(name, tmp_path):
     inputs = keras.Input((2, 3, 1))
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs))
-    model.compile("adam", loss=build_loss(OmegaConf.create(
-        {"name": name, "alpha": 0.4, "beta": 0.6} if name == "tversky" else {"name": name})))
+    model.compile("adam", loss=build_loss(
+        _cfg(name, alpha=0.4, beta=0.6) if name == "tversky" else _cfg(name)))
     model.optimizer.build(model.trainable_variables)  # its state is saved with the model
     path = tmp_path / f"{name}.keras"
     model.save(path)

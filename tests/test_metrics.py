@@ -22,7 +22,7 @@ from segkit.metrics import (
     summarize,
     threshold_counts,
 )
-from segkit.training import Dice, training_metrics
+from segkit.training_metrics import Dice, training_metrics
 
 # Two 2x2 images. Image 0: truth 2 px, prediction 3 px, overlap 2 -> Dice 0.8, IoU 2/3.
 TRUTH = np.array([[[1, 1], [0, 0]], [[0, 1], [0, 0]]], np.uint8)[..., None]

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from segkit import plots
-from segkit.report import write_report
+from segkit.markdown import write_report
 
 KEYS = ("loss", "accuracy", "dice", "iou")
 

@@ -20,9 +20,10 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from segkit.checkpoints import LAST, STATE, TrainingState
-from segkit.config import ConfigError, validate
+from segkit.config import validate
 from segkit.data.cache import load_arrays
 from segkit.data.dataset import DataError, decode_all, discover, load_image, load_mask
+from segkit.errors import ConfigError
 from segkit.targets import TargetError, instantiate_all
 from segkit.tracking import check_reachable
 from tests.conftest import ROOT, free_port, write_pair
@@ -128,7 +129,7 @@ def test_unreachable_tracking_server_fails_fast():
     check_reachable("sqlite:///nowhere/mlflow.db")  # local stores are not probed
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_unreachable_server_fails_before_any_data(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
@@ -179,7 +180,7 @@ def _run(args, env, timeout=600, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
@@ -220,7 +221,7 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
     assert res.returncode == 2 and "the run is FINISHED, nothing to resume" in res.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_deterministic_runs_give_identical_metrics(real_root, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_predict_command_matches_the_logged_model(smoke_run, real_root, tmp_path
 
 def test_a_crash_in_evaluation_marks_the_run_failed_and_keeps_the_model(
         compose_cfg, real_root, tmp_path, monkeypatch):
-    from segkit import app, report
+    from segkit import experiment, report
 
     def crash(*args, **kwargs):
         raise RuntimeError("plotting exploded")
@@ -167,7 +167,7 @@ def test_a_crash_in_evaluation_marks_the_run_failed_and_keeps_the_model(
                       f"data.cache_dir={tmp_path}/cache", f"tracking.uri={uri}",
                       "split.val_fraction=0.34", "callbacks.tensorboard.enabled=false")
     with pytest.raises(RuntimeError, match="plotting exploded"):
-        app.run_experiment(cfg, root=ROOT, run_dir=tmp_path / "out")
+        experiment.run_experiment(cfg, root=ROOT, run_dir=tmp_path / "out")
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
     assert run.info.status == "FAILED"

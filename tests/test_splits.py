@@ -11,7 +11,11 @@ from segkit.data.splits import PACKAGED_SPLITS, SplitError, make_split, read_lis
 def cfg(**kw):
     base = {"name": "random", "test_fraction": 0.1, "val_fraction": 0.1, "seed": 42,
             "train_file": "train.txt", "test_file": "val.txt"}
-    return OmegaConf.create({**base, **kw})
+    merged = {**base, **kw}
+    for key in (("test_fraction",) if merged["name"] == "official"
+                else ("train_file", "test_file")):
+        merged.pop(key)  # each split takes only its own options
+    return OmegaConf.create(merged)
 
 
 NAMES = [f"n{i:04d}" for i in range(1000)]

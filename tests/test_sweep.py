@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, mlflow_server_at
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 SMOKE = ("debug=smoke", "trainer.epochs=1", "split.val_fraction=0.34",
          "callbacks.tensorboard.enabled=false", "eval.plots=false")
@@ -147,25 +147,28 @@ def test_skip_completed_reuses_finished_runs_and_still_summarises(grid, real_roo
 
 # ------------------------------------------------------------------ failures are contained
 def test_failing_jobs_are_recorded_and_the_others_finish(real_root, cache_dir, tmp_path):
-    """depth 9 fails validation (64 px is not divisible by 2^9: no run exists yet);
-    upsampling=bogus fails inside the run, when the model is built."""
+    """depth 9 fails validation (64 px is not divisible by 2^9: no run exists yet); a CSV
+    log in a folder that does not exist fails inside the run, once training starts (every
+    config check passes: only running it can tell)."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    good_log, bad_log = tmp_path / "log.csv", tmp_path / "missing" / "log.csv"
     res, _ = run_sweep(real_root, cache_dir, uri, tmp_path / "sweep",
-                       "model.depth=2,9", "model.upsampling=transpose,bogus")
+                       "callbacks.extra=[{_target_:keras.callbacks.CSVLogger,filename:x.csv}]",
+                       "model.depth=2,9", f"callbacks.extra.0.filename={good_log},{bad_log}")
     assert res.returncode == 1, res.stderr[-3000:]  # documented: 1 when any job failed
     assert "3 failed" in res.stdout
     parents, children = runs_of(uri)
     assert len(parents) == 1 and len(children) == 4
     assert parents[0].info.status == "FINISHED"  # FAILED only when every job failed
     by_name = {c.info.run_name: c for c in children}
-    ok = by_name["model.depth=2,model.upsampling=transpose"]
+    ok = by_name[f"model.depth=2,callbacks.extra.0.filename={good_log}"]
     assert ok.info.status == "FINISHED" and "val_mdice" in ok.data.metrics
-    in_run = by_name["model.depth=2,model.upsampling=bogus"]
+    in_run = by_name[f"model.depth=2,callbacks.extra.0.filename={bad_log}"]
     assert in_run.info.status == "FAILED"
-    assert "upsampling" in in_run.data.tags["segkit.error"]
+    assert "missing" in in_run.data.tags["segkit.error"]
     assert "split.train_size" in in_run.data.params  # it failed inside its own run
-    for upsampling in ("transpose", "bogus"):
-        run = by_name[f"model.depth=9,model.upsampling={upsampling}"]
+    for log_file in (good_log, bad_log):
+        run = by_name[f"model.depth=9,callbacks.extra.0.filename={log_file}"]
         assert run.info.status == "FAILED"
         assert run.data.tags["segkit.failed_before_run"] == "true"
         assert "model.depth" in run.data.tags["segkit.error"]
@@ -284,7 +287,7 @@ def test_every_experiment_preset_composes_and_sweeps_together(compose_cfg, real_
 def test_sweep_overrides_merge_search_space_and_command_line():
     from omegaconf import OmegaConf
 
-    from segkit.sweep import sweep_overrides
+    from segkit.sweep.parent import sweep_overrides
 
     cfg = OmegaConf.create({"hydra": {
         "sweeper": {"params": {"optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
@@ -314,7 +317,7 @@ def _rows(params: dict[str, list], objective: list[float]) -> list[dict]:
      "model.depth": [3, 4, 5]},
 ])
 def test_summary_plot_covers_every_layout(params, tmp_path):
-    from segkit.sweep import best_row, plot_summary, write_summary_csv
+    from segkit.sweep.parent import best_row, plot_summary, write_summary_csv
 
     rows = _rows(params, [0.5, math.nan, 0.7])
     path = plot_summary(rows, list(params), "val_mdice", tmp_path / "summary.png")

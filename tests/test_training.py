@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from segkit.callbacks import TimeLimit, build_callbacks
 from segkit.data.pipeline import make_dataset
 from segkit.errors import SegkitError
-from segkit.training import (
-    TimeCosine,
-    TimeLimit,
-    build_callbacks,
-    build_optimizer,
-    cpu_has_bf16,
-    resolve_precision,
-)
+from segkit.optimizers import build_optimizer
+from segkit.precision import cpu_has_bf16, resolve_precision
+from segkit.schedules import build_schedule
+from segkit.schedules.cosine import TimeCosine
 
 
 def test_cpu_bf16_detection_from_flags():
@@ -59,7 +56,8 @@ def test_callbacks_follow_enabled_flags(compose_cfg, tmp_path):
 def test_cosine_schedule_warms_up_then_decays(compose_cfg):
     cfg = compose_cfg("schedule=cosine", "schedule.warmup_epochs=2", "schedule.min_lr_ratio=0.1",
                       "optimizer.lr=0.01")
-    opt = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch=10, epochs=12)
+    opt = build_optimizer(cfg.optimizer, build_schedule(cfg.schedule), steps_per_epoch=10,
+                          epochs=12)
     sched = opt._learning_rate
     lr = [float(sched(step)) for step in (0, 10, 20, 70, 120)]
     assert lr[0] == pytest.approx(1e-4)  # warmup starts at lr / 100
@@ -85,7 +83,8 @@ def test_cosine_over_time_follows_the_clock_and_resumes(compose_cfg, tmp_path):
     cfg = compose_cfg("schedule=cosine", "schedule.over=time", "schedule.warmup_epochs=0",
                       "schedule.min_lr_ratio=0.1", "optimizer.lr=0.01",
                       "trainer.max_minutes=10")
-    opt = build_optimizer(cfg.optimizer, cfg.schedule, steps_per_epoch=10, epochs=3)
+    opt = build_optimizer(cfg.optimizer, build_schedule(cfg.schedule, cfg.trainer.max_minutes),
+                          steps_per_epoch=10, epochs=3)
     assert float(opt.learning_rate) == pytest.approx(0.01)  # a plain variable the callback sets
     now = [0.0]
     callbacks = build_callbacks(cfg.callbacks, tmp_path, 10.0, {"train_seconds": 300.0},

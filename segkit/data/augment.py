@@ -26,9 +26,9 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
-from omegaconf import OmegaConf
 
-from segkit.config import ConfigError
+from segkit.errors import ConfigError
+from segkit.registry import plain
 
 CONTAINERS = ("OneOf", "SomeOf")  # their entries hold a nested ``transforms`` list
 # Transforms that keep the image size (the pipeline's shapes are static) and treat the mask
@@ -90,7 +90,7 @@ def _build(entries: Any, where: str) -> list:
 
 def _spec(cfg: Any) -> dict:
     """The augment config node (DictConfig or dict) as plain Python containers."""
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return plain(cfg)
 
 
 def build_compose(cfg: Any) -> A.Compose:
@@ -99,7 +99,7 @@ def build_compose(cfg: Any) -> A.Compose:
     return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST)
 
 
-def tf_augment(cfg: Any):
+def tf_augment(cfg: Any, seed: int = 0):
     """A tf.data map function ``(uint8 image, uint8 mask, int64 seed) -> (image, mask)``.
 
     The per-element seed reseeds the Compose that runs it (one per concurrent call, kept in a
@@ -107,7 +107,7 @@ def tf_augment(cfg: Any):
     element and its seed, never on which of tf.data's parallel threads ran it: the map can use
     ``num_parallel_calls=AUTOTUNE`` and stay reproducible.
     """
-    import tensorflow as tf  # here, so config checks can import this module without TensorFlow
+    import tensorflow as tf  # not at the top: config checks import this module without it
 
     spec = _spec(cfg)
     pool: queue.SimpleQueue = queue.SimpleQueue()

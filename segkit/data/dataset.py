@@ -113,10 +113,10 @@ def check_sizes(samples: Sequence[Sample]) -> None:
 
 def load_image(path: Path, size: int | None = None) -> np.ndarray:
     """Decode an image file to uint8 RGB (H, W, 3), resized (bilinear) to size x size if given."""
-    with Image.open(path) as im:
+    with Image.open(path) as opened:
         if size is not None:
-            im.draft("RGB", (size, size))  # JPEG DCT-domain downscale: far cheaper decoding
-        im = im.convert("RGB")
+            opened.draft("RGB", (size, size))  # JPEG DCT-domain downscale: far cheaper decoding
+        im = opened.convert("RGB")
         if size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8)
@@ -133,10 +133,10 @@ def _grey8(mk: Image.Image) -> Image.Image:
 
 def _mask_grey(path: Path, size: int | None) -> tuple[np.ndarray, float]:
     """8-bit grey levels of a mask, resized if asked, and the share of non-binary levels."""
-    with Image.open(path) as mk:
+    with Image.open(path) as opened:
         if size is not None:
-            mk.draft("L", (size, size))
-        mk = _grey8(mk)
+            opened.draft("L", (size, size))
+        mk = _grey8(opened)
         grey = np.asarray(mk)
         lo, hi = AMBIGUOUS_RANGE
         ambiguous = float(((grey >= lo) & (grey <= hi)).mean()) if grey.size else 0.0

@@ -45,6 +45,40 @@ class DownloadError(SegkitError):
     """The dataset could not be found, downloaded, verified or extracted."""
 
 
+def _stream(url: str, part: Path, timeout: float, progress: bool, label: str
+            ) -> tuple[int, int | None, str]:
+    """Write the body of ``url`` to ``part``; (bytes received, Content-Length, sha256).
+    Every network or file error becomes a one-line DownloadError."""
+    digest = hashlib.sha256()
+    received = 0
+    request = urllib.request.Request(url, headers={"User-Agent": "segkit"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length and length.strip().isdigit() else None
+            with open(part, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True,
+                                               unit_divisor=1024, desc=label,
+                                               disable=not progress) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {_HINT}"
+                            ) from exc
+    except urllib.error.URLError as exc:
+        raise DownloadError(f"cannot download {url}: {exc.reason}; {_HINT}") from exc
+    except (http.client.HTTPException, TimeoutError, ConnectionError) as exc:
+        raise DownloadError(f"cannot download {url}: {exc!r}; {_HINT}") from exc
+    except ValueError as exc:  # urlopen's answer to a malformed URL
+        raise DownloadError(f"cannot download {url}: {exc}; {_HINT}") from exc
+    except OSError as exc:  # ssl errors, or writing the .part file failed
+        raise DownloadError(f"cannot download {url} to {part}: {exc}; {_HINT}") from exc
+    return received, expected, digest.hexdigest()
+
+
 def download_file(
     url: str,
     dest: Path,
@@ -62,58 +96,17 @@ def download_file(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_suffix(dest.suffix + ".part")
-    digest = hashlib.sha256()
-    received = 0
-    expected: int | None = None
     done = False
     logger.info("Downloading %s to %s", url, dest)
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "segkit"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                length = response.headers.get("Content-Length")
-                expected = int(length) if length and length.strip().isdigit() else None
-                with (
-                    open(part, "wb") as out,
-                    tqdm(
-                        total=expected,
-                        unit="B",
-                        unit_scale=True,
-                        unit_divisor=1024,
-                        desc=dest.name,
-                        disable=not progress,
-                    ) as bar,
-                ):
-                    while chunk := response.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise DownloadError(
-                f"cannot download {url}: HTTP {exc.code} {exc.reason}; {_HINT}"
-            ) from exc
-        except urllib.error.URLError as exc:
-            raise DownloadError(f"cannot download {url}: {exc.reason}; {_HINT}") from exc
-        except (http.client.HTTPException, TimeoutError, ConnectionError) as exc:
-            raise DownloadError(f"cannot download {url}: {exc!r}; {_HINT}") from exc
-        except ValueError as exc:  # urlopen's answer to a malformed URL
-            raise DownloadError(f"cannot download {url}: {exc}; {_HINT}") from exc
-        except OSError as exc:  # ssl errors, or writing the .part file failed
-            raise DownloadError(f"cannot download {url} to {part}: {exc}; {_HINT}") from exc
-
+        received, expected, actual = _stream(url, part, timeout, progress, dest.name)
         if expected is not None and received != expected:
-            raise DownloadError(
-                f"download of {url} truncated: got {received} of {expected} bytes; "
-                f"run again or {_HINT}"
-            )
-        actual = digest.hexdigest()
+            raise DownloadError(f"download of {url} truncated: got {received} of {expected} "
+                                f"bytes; run again or {_HINT}")
         if sha256 is not None and actual != sha256.strip().lower():
             raise DownloadError(
                 f"sha256 mismatch for {url}: expected {sha256.strip().lower()}, got {actual}; "
-                f"the file was deleted; {_HINT}"
-            )
+                f"the file was deleted; {_HINT}")
         os.replace(part, dest)
         done = True
     finally:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from segkit.data.augment import tf_augment
+from segkit.data.augmentations import AUGMENTATIONS
+from segkit.registry import plain
 
 
 def _flips(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor):
@@ -22,33 +24,36 @@ def _flips(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor):
     return both[..., :3], both[..., 3:]
 
 
-# The augment= options (conf/augment/<name>.yaml; segkit.config.CHOICES["augment.name"]):
-# none and flips are built in (tf.image); light and strong are albumentations transforms
-# declared in their YAML's `transforms` list (segkit.data.augment).
-AUGMENTATIONS = ("none", "flips", "light", "strong")
-
-
 def _to_float(images: tf.Tensor, masks: tf.Tensor):
     # Pixels stay in 0-255: the model's first layer rescales to [0, 1], so a saved model
     # takes raw RGB and prediction needs no separate preprocessing step.
     return tf.cast(images, tf.float32), tf.cast(masks, tf.float32)
 
 
+def no_augment(spec: Mapping[str, Any], seed: int) -> None:
+    """``augment=none``: no map function."""
+    return None
+
+
+def flips_augment(spec: Mapping[str, Any], seed: int):
+    """``augment=flips``: seeded flips and 90-degree rotations of image and mask together."""
+    base = tf.constant(seed, tf.int64)
+    return lambda image, mask, s: _flips(image, mask, tf.stack([s, base]))
+
+
 def _augment_fn(augment: str | Mapping[str, Any], seed: int):
     """The map function ``(image, mask, int64 element seed) -> (image, mask)``, or None."""
-    cfg = {"name": augment} if isinstance(augment, str) else augment
-    name = cfg.get("name")
+    spec = {"name": augment} if isinstance(augment, str) else plain(augment)
+    name = spec.get("name")
     if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}: use one of {', '.join(AUGMENTATIONS)}")
-    if cfg.get("transforms") is not None:
-        return tf_augment(cfg)
-    if name == "flips":
-        base = tf.constant(seed, tf.int64)
-        return lambda image, mask, s: _flips(image, mask, tf.stack([s, base]))
-    if name == "none":
-        return None
-    raise ValueError(f"augment={name} needs its transforms list: pass the augment config node "
-                     f"(conf/augment/{name}.yaml), not the name alone")
+        raise ValueError(f"unknown augmentation {name!r}: use one of "
+                         f"{', '.join(AUGMENTATIONS)}")
+    entry = AUGMENTATIONS.get(name)
+    if "transforms" in {f.name for f in dataclasses.fields(entry.options)} and (
+            spec.get("transforms") is None):
+        raise ValueError(f"augment={name} needs its transforms list: pass the augment config "
+                         f"node (conf/augment/{name}.yaml), not the name alone")
+    return entry.build_fn()(spec, seed)
 
 
 def make_dataset(

@@ -5,19 +5,70 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from segkit.data.dataset import IMAGE_EXTENSIONS, listing
-from segkit.errors import SegkitError
+from segkit.errors import ConfigError
+from segkit.registry import Registry
 
 # The official Kvasir-SEG 880/120 lists ship with segkit, so a fresh download (whose zip has
 # no splits/) still gets the published split; a copy at <root>/splits/ takes precedence.
 PACKAGED_SPLITS = Path(__file__).parent / "splits" / "kvasir_seg"
 
 
-class SplitError(SegkitError):
+class SplitError(ConfigError):
     """A split definition that cannot be applied to the dataset."""
+
+
+SPLITS = Registry("split")
+
+
+def _check_fraction(key: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise SplitError(f"{key}={value} must be in (0, 1)")
+
+
+@SPLITS.register("official", "segkit.data.splits:official_parts")
+@dataclass(frozen=True)
+class OfficialOptions:
+    """The published lists (``<data.root>/splits/`` or segkit's packaged copy)."""
+
+    train_file: str
+    test_file: str
+    val_fraction: float
+    seed: int
+
+    def check(self) -> None:
+        _check_val_fraction(self.val_fraction)
+
+
+# stacked decorators run bottom-up: listed here in reverse of the registry order
+@SPLITS.register("random", "segkit.data.splits:shuffled_parts")
+@SPLITS.register("reference", "segkit.data.splits:shuffled_parts")
+@dataclass(frozen=True)
+class ShuffledOptions:
+    """A seeded shuffle holding out ``test_fraction`` of all images."""
+
+    test_fraction: float
+    val_fraction: float
+    seed: int
+
+    def check(self) -> None:
+        _check_val_fraction(self.val_fraction)
+        _check_fraction("split.test_fraction", self.test_fraction)
+
+
+def _check_val_fraction(value: float) -> None:
+    if not 0 < value < 1:
+        raise SplitError(f"split.val_fraction={value} must be in (0, 1): early stopping and "
+                         "model selection need a validation carve-out")
+
+
+def check_split(split_cfg: Any) -> None:
+    """Check a ``split`` config node before any data is read."""
+    SPLITS.options(split_cfg)
 
 
 @dataclass(frozen=True)
@@ -58,41 +109,41 @@ def _carve(train: Sequence[str], val_fraction: float, seed: int) -> tuple[list, 
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
 
 
-def _check_fraction(key: str, value: float) -> None:
-    if not 0 < value < 1:
-        raise SplitError(f"{key}={value} must be in (0, 1)")
+def official_parts(train_file: str, test_file: str, names: Sequence[str], root: Path,
+                   **_: Any) -> tuple[list[str], list[str]]:
+    """Train and test names from the published lists, checked against the dataset."""
+    available = set(names)
+    folder = Path(root) / "splits"
+    if not (folder / Path(train_file).name).is_file():
+        folder = PACKAGED_SPLITS
+    train = read_list(folder / train_file)
+    test = read_list(folder / test_file)
+    unknown = sorted((set(train) | set(test)) - available)
+    if unknown:
+        raise SplitError(f"split lists in {folder} name {len(unknown)} image(s) not in {root}: "
+                         f"{listing(unknown)}; use split=random or fix the lists")
+    if overlap := sorted(set(train) & set(test)):
+        raise SplitError(f"split lists in {folder} overlap on {len(overlap)} name(s)")
+    return train, test
 
 
-def make_split(names: Sequence[str], cfg, root: Path) -> Split:
+def shuffled_parts(test_fraction: float, seed: int, names: Sequence[str],
+                   **_: Any) -> tuple[list[str], list[str]]:
+    """A seeded shuffle: the first ``test_fraction`` of it is the test part."""
+    shuffled = _shuffled(sorted(names), seed)
+    n_test = int(round(len(shuffled) * test_fraction))
+    return shuffled[n_test:], shuffled[:n_test]
+
+
+def make_split(names: Sequence[str], cfg: Any, root: Path) -> Split:
     """Build the split named by ``cfg.name`` (official | reference | random) over ``names``.
 
     official: train/test from the published lists; reference and random: seeded shuffles
     with ``cfg.test_fraction`` held out. All carve ``cfg.val_fraction`` of train for validation.
     """
-    _check_fraction("split.val_fraction", cfg.val_fraction)
-    available = set(names)
-    if cfg.name == "official":
-        folder = Path(root) / "splits"
-        if not (folder / Path(cfg.train_file).name).is_file():
-            folder = PACKAGED_SPLITS
-        train = read_list(folder / cfg.train_file)
-        test = read_list(folder / cfg.test_file)
-        unknown = sorted((set(train) | set(test)) - available)
-        if unknown:
-            raise SplitError(
-                f"split lists in {folder} name {len(unknown)} image(s) not in {root}: "
-                f"{listing(unknown)}; "
-                "use split=random or fix the lists"
-            )
-        if overlap := sorted(set(train) & set(test)):
-            raise SplitError(f"split lists in {folder} overlap on {len(overlap)} name(s)")
-    elif cfg.name in ("reference", "random"):
-        _check_fraction("split.test_fraction", cfg.test_fraction)
-        shuffled = _shuffled(sorted(names), cfg.seed)
-        n_test = int(round(len(shuffled) * cfg.test_fraction))
-        test, train = shuffled[:n_test], shuffled[n_test:]
-    else:
-        raise SplitError(f"split.name={cfg.name!r} is unknown: use official, reference or random")
+    if cfg.name not in SPLITS:
+        raise SplitError(f"split.name={cfg.name!r} is unknown: use one of {', '.join(SPLITS)}")
+    train, test = SPLITS.build(cfg, names=names, root=root)
     train, val = _carve(train, cfg.val_fraction, cfg.seed)
     return Split(cfg.name, tuple(train), tuple(val), tuple(sorted(test)))
 

@@ -9,20 +9,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from segkit.config import ConfigError
-from segkit.models.unet import check_upsampling, conv_block, mask_head, upsample
+from segkit.models import ENCODERS, EncoderUNetOptions
+from segkit.models.unet import conv_block, mask_head, upsample
 
-# name: (keras.applications constructor, its layers at strides 2, 4, 8, 16 and 32)
-ENCODERS = {
-    "resnet50": ("ResNet50", ("conv1_relu", "conv2_block3_out", "conv3_block4_out",
-                              "conv4_block6_out", "conv5_block3_out")),
-    "efficientnetb0": ("EfficientNetB0", ("block2a_expand_activation",
-                                          "block3a_expand_activation",
-                                          "block4a_expand_activation",
-                                          "block6a_expand_activation", "top_activation")),
-    "mobilenetv2": ("MobileNetV2", ("block_1_expand_relu", "block_3_expand_relu",
-                                    "block_6_expand_relu", "block_13_expand_relu", "out_relu")),
-}
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode="caffe"
 
 
@@ -56,21 +45,9 @@ def build_encoder_unet(
     downloads the weights (once, into ``~/.keras/models``); ``freeze_encoder`` also keeps the
     encoder's BatchNormalization statistics fixed.
     """
-    if encoder not in ENCODERS:
-        raise ConfigError(f"model.encoder={encoder!r} is unknown: use one of "
-                          f"{', '.join(ENCODERS)}")
-    if encoder_weights not in (None, "imagenet"):
-        raise ConfigError(f"model.encoder_weights={encoder_weights!r} is unknown: use null "
-                          "(random initialisation) or imagenet")
-    if image_size < 32 or image_size % 32:
-        raise ConfigError(f"data.image_size={image_size} is not divisible by 32 (the stride of "
-                          f"model.encoder={encoder}): use a multiple of 32")
+    EncoderUNetOptions(encoder, encoder_weights, freeze_encoder, tuple(decoder_filters),
+                       batch_norm, upsampling).check(image_size)
     filters = list(decoder_filters)
-    if len(filters) != 5 or not all(isinstance(f, int) and f >= 1 for f in filters):
-        raise ConfigError(f"model.decoder_filters={filters} must be 5 positive integers (the "
-                          "channels at strides 16, 8, 4, 2, 1), e.g. [256, 128, 64, 32, 16]")
-    check_upsampling(upsampling)
-
     constructor, names = ENCODERS[encoder]
     base = getattr(keras.applications, constructor)(
         include_top=False, weights=encoder_weights, input_shape=(image_size, image_size, 3))

@@ -1,6 +1,6 @@
 """U-Net (Ronneberger et al., 2015) as a short functional Keras model.
 
-Also the pieces the other U-Net variants reuse: option checks, conv blocks, the
+Also the pieces the other U-Net variants reuse: the option check, conv blocks, the
 encoder/decoder skeleton (``unet_body``) with pluggable blocks and skip gates, upsampling
 and the float32 sigmoid head.
 """
@@ -12,27 +12,13 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from segkit.config import ConfigError, check_unet_args
-
-UPSAMPLINGS = ("transpose", "bilinear")
-
-
-def check_upsampling(upsampling: str) -> None:
-    if upsampling not in UPSAMPLINGS:
-        raise ConfigError(
-            f"model.upsampling={upsampling!r} is unknown: use transpose or bilinear"
-        )
+from segkit.models import UNetOptions
 
 
 def check_unet_options(image_size: int, depth: int, filters: int, kernel_size: int,
-                       dropout: float, upsampling: str) -> None:
-    """ConfigError naming the key for any option a U-Net-shaped model cannot take."""
-    check_unet_args(image_size, depth, filters)
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ConfigError(f"model.kernel_size={kernel_size} must be a positive odd integer")
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
-    check_upsampling(upsampling)
+                       dropout: float, upsampling: str, batch_norm: bool = False) -> None:
+    """The builder checks its own arguments with the registry's rules (written once there)."""
+    UNetOptions(depth, filters, kernel_size, batch_norm, dropout, upsampling).check(image_size)
 
 
 def conv_bn(x, filters: int, kernel_size: int, batch_norm: bool, name: str, i: int):

@@ -1,11 +1,11 @@
-"""Losses, selected by ``cfg.loss.name``: Keras built-ins wherever Keras has them."""
+"""The losses Keras lacks (BCEDice, Tversky) and the builders ``segkit.losses.LOSSES`` names.
+
+The builders take the options the registry checked; none checks anything itself."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
-
-from segkit.config import ConfigError
 
 # Per image: sum over (H, W, C) of each sample, then the mean over the batch.
 _PER_IMAGE = (1, 2, 3)
@@ -61,37 +61,15 @@ class Tversky(keras.losses.Loss):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
 
-def _tversky(c) -> Tversky:
-    alpha, beta = c.get("alpha", 0.3), c.get("beta", 0.7)
-    if min(alpha, beta) < 0 or alpha + beta <= 0:
-        raise ConfigError(f"loss.alpha={alpha}, loss.beta={beta}: both must be >= 0 and not "
-                          "both 0 (0.5, 0.5 is the Dice loss)")
-    return Tversky(alpha, beta)
+def bce() -> keras.losses.Loss:
+    return keras.losses.BinaryCrossentropy(name="bce")
 
 
-def _focal(c) -> keras.losses.Loss:
-    alpha, gamma = c.get("alpha", 0.25), c.get("gamma", 2.0)
-    if not 0 <= alpha <= 1 or gamma < 0:
-        raise ConfigError(f"loss.alpha={alpha}, loss.gamma={gamma}: alpha must be in [0, 1] "
-                          "and gamma >= 0")
+def dice() -> keras.losses.Loss:
+    return keras.losses.Dice(axis=_PER_IMAGE, name="dice_loss")
+
+
+def focal(gamma: float, apply_class_balancing: bool, alpha: float) -> keras.losses.Loss:
+    """Binary focal cross-entropy (Lin et al. 2017), Keras' own."""
     return keras.losses.BinaryFocalCrossentropy(
-        apply_class_balancing=c.get("apply_class_balancing", False), alpha=alpha, gamma=gamma,
-        name="focal")
-
-
-# loss.name -> builder taking the loss config (conf/loss/<name>.yaml).
-LOSSES = {
-    "bce": lambda c: keras.losses.BinaryCrossentropy(name="bce"),
-    "dice": lambda c: keras.losses.Dice(axis=_PER_IMAGE, name="dice_loss"),
-    "bce_dice": lambda c: BCEDice(c.get("bce_weight", 1.0), c.get("dice_weight", 1.0)),
-    "focal": _focal,
-    "tversky": _tversky,
-}
-
-
-def build_loss(loss_cfg) -> keras.losses.Loss:
-    """The loss named by ``loss_cfg.name`` (one of ``LOSSES``)."""
-    if loss_cfg.name not in LOSSES:
-        raise ConfigError(f"loss.name={loss_cfg.name!r} is unknown: use one of "
-                          f"{', '.join(LOSSES)}")
-    return LOSSES[loss_cfg.name](loss_cfg)
+        apply_class_balancing=apply_class_balancing, alpha=alpha, gamma=gamma, name="focal")

@@ -4,7 +4,6 @@ All work happens in segkit.experiment.run_experiment."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -14,13 +13,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from segkit.config import register_resolvers
+from segkit.config_errors import CONFIG_ERRORS, one_line
 from segkit.errors import SegkitError
 from segkit.sweep import FailedJob, run_job
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+# Hydra then raises its config errors instead of printing several lines: one line is printed
+# below. Errors inside a job are handled in main() (one line, or a failed sweep job).
+os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 ROOT = Path(__file__).resolve().parent
 register_resolvers(ROOT)
-log = logging.getLogger("segkit")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -42,10 +44,16 @@ def main(cfg: DictConfig) -> float | FailedJob:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except SegkitError as exc:
-        log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except CONFIG_ERRORS as exc:  # e.g. an interpolation that does not resolve
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
-    main()  # a sweep with a failed job exits 1 from its callback, after the summary
+    try:
+        main()  # a sweep with a failed job exits 1 from its callback, after the summary
+    except CONFIG_ERRORS as exc:  # raised while Hydra composes the config: no job ran
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -53,11 +53,11 @@ def build(name: str, policy: str):
     import keras
 
     from segkit.losses import BCEDice
-    from segkit.models import BUILDERS
+    from segkit.models import MODELS as REGISTRY
 
     keras.mixed_precision.set_global_policy(policy)
     kwargs, size, _ = MODELS[name]
-    model = BUILDERS[BUILDER[name]](image_size=size, **kwargs)
+    model = REGISTRY.get(BUILDER[name]).build_fn()(image_size=size, **kwargs)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=BCEDice(),
                   metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
                            keras.metrics.BinaryIoU(target_class_ids=[1], name="iou")],

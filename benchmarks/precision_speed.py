@@ -23,7 +23,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from segkit.models import build_unet  # noqa: E402
-from segkit.training import cpu_has_bf16, resolve_precision, training_metrics  # noqa: E402
+from segkit.precision import cpu_has_bf16, resolve_precision  # noqa: E402
+from segkit.training_metrics import training_metrics  # noqa: E402
 
 
 def cpu_name() -> str:

@@ -1,24 +1,27 @@
-"""The pure parts of benchmarks/pipeline.py: FLOP counting, peak FLOP/s, step timing
-arithmetic, the tracking ledger and the Markdown writer. No timing is asserted."""
+"""The pure parts of the benchmark scripts (benchmarks/common): FLOP counting, peak FLOP/s,
+step timing arithmetic, the tracking ledger, the derived ratios, the table, the findings and
+the Markdown writer. No timing is asserted."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from benchmarks.common import results
+from benchmarks.common.assess import assess
+from benchmarks.common.derive import derive
+from benchmarks.common.findings import findings, fixes
+from benchmarks.common.flops import count_flops, profiler_flops
+from benchmarks.common.ledger import Ledger
+from benchmarks.common.machine import parse_cpuinfo, peak_flops
+from benchmarks.common.markdown import render_markdown
+from benchmarks.common.timing import rotate, steady_step_s
 from tests.conftest import ROOT
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_pipeline",
-                                                  ROOT / "benchmarks" / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +46,27 @@ BIAS = 8 * 8 * 4 + 8 * 8 * 2 + 8 * 8 * 1  # one add per output of each biased la
 POOL = (4 * 4 * 4) * 4                  # one compare per window element = 256
 
 
-def test_count_flops_matches_a_hand_count(bench, tiny):
-    flops = bench.count_flops(tiny)
+def test_count_flops_matches_a_hand_count(tiny):
+    flops = count_flops(tiny)
     assert flops["per_layer"] == {"c1": C1, "up": UP, "head": HEAD}
     assert flops["conv"] == C1 + UP + HEAD == 15_104
     assert flops["other"] == BIAS + POOL
     assert flops["total"] == 15_104 + 704
 
 
-def test_tensorflows_flop_registry_agrees(bench, tiny):
-    prof = bench.profiler_flops(tiny, 8)
+def test_tensorflows_flop_registry_agrees(tiny):
+    prof = profiler_flops(tiny, 8)
     assert prof["by_op_type"]["Conv2D"] == C1 + HEAD
     assert prof["by_op_type"]["Conv2DBackpropInput"] == UP
-    assert prof["total"] == bench.count_flops(tiny)["total"]
+    assert prof["total"] == count_flops(tiny)["total"]
     assert prof["uncounted_compute_ops"] == []
 
 
-def test_unet_forward_flops_by_hand(bench):
+def test_unet_forward_flops_by_hand():
     """Depth-1 U-Net, 16x16, 2 filters: each layer's formula written out."""
     from segkit.models import build_unet
 
-    m = bench.count_flops(build_unet(image_size=16, depth=1, filters=2))["per_layer"]
+    m = count_flops(build_unet(image_size=16, depth=1, filters=2))["per_layer"]
     assert m["enc0_conv1"] == 2 * 16 * 16 * 2 * 9 * 3
     assert m["enc0_conv2"] == 2 * 16 * 16 * 2 * 9 * 2
     assert m["bottleneck_conv1"] == 2 * 8 * 8 * 4 * 9 * 2
@@ -74,35 +77,35 @@ def test_unet_forward_flops_by_hand(bench):
     assert m["mask"] == 2 * 16 * 16 * 1 * 2
 
 
-def test_peak_flops_per_instruction_set(bench):
-    peak, why = bench.peak_flops(2, 2.5, {"avx2", "fma"}, "float32")
+def test_peak_flops_per_instruction_set():
+    peak, why = peak_flops(2, 2.5, {"avx2", "fma"}, "float32")
     assert peak == 2 * 2.5e9 * 32 and "32 FLOP/cycle" in why
-    assert bench.peak_flops(4, 2.0, {"avx512f", "amx_bf16"}, "float32")[0] == 4 * 2e9 * 64
-    assert bench.peak_flops(4, 2.0, {"avx512f", "amx_bf16"}, "mixed_bfloat16")[0] == \
+    assert peak_flops(4, 2.0, {"avx512f", "amx_bf16"}, "float32")[0] == 4 * 2e9 * 64
+    assert peak_flops(4, 2.0, {"avx512f", "amx_bf16"}, "mixed_bfloat16")[0] == \
         4 * 2e9 * 1024
-    assert bench.peak_flops(2, 2.5, {"avx2", "fma"}, "mixed_bfloat16")[0] is None
+    assert peak_flops(2, 2.5, {"avx2", "fma"}, "mixed_bfloat16")[0] is None
 
 
-def test_parse_cpuinfo(bench):
+def test_parse_cpuinfo():
     text = ("processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2445.428\n"
             "flags\t\t: fpu avx2 fma\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
             "cpu MHz\t\t: 2000.0\nflags\t\t: fpu\n")
-    info = bench.parse_cpuinfo(text)
+    info = parse_cpuinfo(text)
     assert info == {"model": "AMD EPYC", "mhz": 2445.428, "flags": {"fpu", "avx2", "fma"}}
 
 
-def test_steady_step_time_skips_warmup_and_rotation(bench):
+def test_steady_step_time_skips_warmup_and_rotation():
     ends = [10.0, 12.0, 14.0, 16.0, 18.0]  # step ends; the first one's start is unknown
-    assert bench.steady_step_s(ends, 1) == 2.0
-    assert bench.steady_step_s(ends, 2) == 2.0
+    assert steady_step_s(ends, 1) == 2.0
+    assert steady_step_s(ends, 2) == 2.0
     with pytest.raises(ValueError):
-        bench.steady_step_s(ends[:1], 1)
-    assert bench.rotate(["a", "b", "c"], 1) == ["b", "c", "a"]
-    assert bench.rotate(["a", "b", "c"], 3) == ["a", "b", "c"]
+        steady_step_s(ends[:1], 1)
+    assert rotate(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert rotate(["a", "b", "c"], 3) == ["a", "b", "c"]
 
 
-def test_ledger_counts_nested_calls_once(bench):
-    ledger = bench.Ledger()
+def test_ledger_counts_nested_calls_once():
+    ledger = Ledger()
     inner = ledger.wrap("mlflow", "inner", lambda: None)
     outer = ledger.wrap("mlflow", "outer", lambda: inner())
     context = ledger.wrap("fit", "fit", lambda: outer(), exclusive=False)
@@ -112,7 +115,7 @@ def test_ledger_counts_nested_calls_once(bench):
     assert ledger.seconds["fit"] >= ledger.seconds["mlflow"]
 
 
-def _results(bench):
+def _results():
     """A results mapping shaped like a real run's, ratios derived as write_outputs does."""
     variant = {"policy": "float32", "feed": "x | y", "img_per_s": [3.0, 3.2],
                "img_per_s_median": 3.1, "warmup_fit_s": 9.0}
@@ -147,22 +150,27 @@ def _results(bench):
                   "achieved_train_flops": 55e9, "achieved_predict_flops": 54e9},
         "tracking": {"share_median": 0.3, "share_of_process_median": 0.2,
                      "mlflow_s_median": 3.0, "plots_s_median": 3.0, "wall_s_median": 20.0,
-                     "runs": [{"share": 0.4, "by_name": {"mlflow.log_params": 1.0}},
-                              {"share": 0.3, "by_name": {"segkit.plots.plot_gallery": 1.5,
-                                                         "segkit.app._fit": 9.0}}],
+                     "runs": [{"share": 0.4, "by_name": {"mlflow.log_params": 1.0},
+                               "phases": {"fit": 8.0}},
+                              {"share": 0.3, "wall_s": 20.0,
+                               "seconds": {"mlflow": 3.0, "plots": 3.0},
+                               "by_name": {"segkit.plots.plot_gallery": 1.5,
+                                           "segkit.data.prepare": 9.0},
+                               "phases": {"build": 0.5, "fit": 9.0, "log_model": 1.0,
+                                          "evaluate": 4.0}}],
                      "no_plots_runs": [{"share": 0.15}], "no_plots_share_median": 0.15,
                      "no_plots_wall_s_median": 16.0},
     }
-    bench.derive(res)
+    derive(res)
     return res
 
 
-def test_derive_takes_medians_of_paired_ratios(bench):
+def test_derive_takes_medians_of_paired_ratios():
     res = {"training": {"auto_policy": "float32", "variants": {
         "segkit_auto": {"img_per_s": [2.0, 3.0, 9.0], "img_per_s_median": 3.0},
         "segkit_float32": {"img_per_s": [2.0, 2.0, 3.0], "img_per_s_median": 2.0},
         "naive_float32": {"img_per_s": [1.0, 2.0, 3.0], "img_per_s_median": 2.0}}}}
-    bench.derive(res)
+    derive(res)
     tr = res["training"]
     assert tr["speedup_auto_vs_naive_paired"] == [2.0, 1.5, 3.0]
     assert tr["speedup_auto_vs_naive"] == 2.0                 # median of the paired ratios
@@ -171,8 +179,8 @@ def test_derive_takes_medians_of_paired_ratios(bench):
     assert "xla_vs_no_xla" not in tr                           # variant not measured
 
 
-def test_assess_marks_targets_met_and_missed(bench):
-    rows = bench.assess(_results(bench))
+def test_assess_marks_targets_met_and_missed():
+    rows = assess(_results())
 
     def row(prefix):
         (found,) = [r for r in rows if r["measure"].startswith(prefix)]
@@ -191,12 +199,14 @@ def test_assess_marks_targets_met_and_missed(bench):
     assert pipeline["status"] == "met" and pipeline["value"].startswith("2.0%")
     tracking = row("Tracking: MLflow +")
     assert "segkit.plots.plot_gallery 1.5 s" in tracking["limit"]
-    assert "_fit" not in tracking["limit"]  # context timings are not tracking costs
+    # context timings (the run's phases, other wrapped functions) are not tracking costs
+    assert "prepare" not in tracking["limit"] and "fit" not in tracking["limit"]
+    assert "9.0" not in tracking["limit"]
 
 
-def test_markdown_table_is_well_formed(bench):
-    res = _results(bench)
-    text = bench.render_markdown(res)
+def test_markdown_table_is_well_formed():
+    res = _results()
+    text = render_markdown(res)
     assert text.startswith("# Benchmarks\n")
     lines = text.splitlines()
     header = lines.index("| measure | value | target | status | what limits it |")
@@ -205,19 +215,119 @@ def test_markdown_table_is_well_formed(bench):
         if not line.startswith("|"):
             break
         table.append(line)
-    assert len(table) == 2 + len(bench.assess(res))
+    assert len(table) == 2 + len(assess(res))
     for line in table:  # every row has exactly 5 cells: escaped pipes do not split cells
         assert line.replace("\\|", "").count("|") == 6
     assert "x \\| y" in text  # a pipe in a value is escaped
     assert "Quick mode" not in text
-    assert "Quick mode" in bench.render_markdown({**res, "quick": True})
+    assert "Quick mode" in render_markdown({**res, "quick": True})
 
 
-def test_findings_state_the_hardware_ceiling(bench):
-    found = bench.findings(_results(bench))
+def test_findings_state_the_hardware_ceiling():
+    found = findings(_results())
     ceiling = next(f for f in found if "ceiling" in f)
     assert "26.0 inference img/s" in ceiling  # 156e9 / 6e9
     assert "8.7 training img/s" in ceiling    # 156e9 / 18e9
+
+
+def _row(res, prefix):
+    (found,) = [r for r in assess(res) if r["measure"].startswith(prefix)]
+    return found
+
+
+def test_findings_follow_the_numbers():
+    """A conclusion is stated only while the numbers support it, else another one."""
+    res = _results()
+    ceiling = next(f for f in findings(res) if "ceiling" in f)
+    assert "2.3x this CPU's float32 peak: out of reach without native low precision" in ceiling
+    res["flops"]["peak_flops"] = 400e9  # 60 img/s x 6 GFLOP = 360 GFLOP/s: within the peak
+    ceiling = next(f for f in findings(res) if "ceiling" in f)
+    assert "0.9x this CPU's float32 peak: reachable in principle, at 90% of peak." in ceiling
+    res["machine"]["flags"] = ["avx512f", "amx_bf16"]
+    res["flops"]["peak_flops"] = 156e9
+    ceiling = next(f for f in findings(res) if "ceiling" in f)
+    assert "out of reach on this CPU even with native bf16" in ceiling
+
+
+def test_table_words_follow_the_numbers():
+    res = _results()
+    res["training"]["in_memory_vs_naive_paired"] = [1.1, 1.2]
+    assert "tensors ran x1.10, x1.20 faster per repeat." in _row(res, "Training: naive")["limit"]
+    res["training"]["in_memory_vs_naive_paired"] = [1.06, 0.94]
+    assert "ran at x1.06, x0.94 the naive speed per repeat (no consistent difference)." in \
+        _row(res, "Training: naive")["limit"]
+    memory = _row(res, "Data: peak resident memory")["limit"]
+    assert "so about twice the dataset at peak" in memory          # (560 - 44) / 250 = 2.06
+    res["data"]["peak_rss_mb"] = 340.0
+    memory = _row(res, "Data: peak resident memory")["limit"]
+    assert "once: 1.2x the dataset at peak" in memory               # (340 - 44) / 250 = 1.18
+
+
+def test_pipeline_verdict_compares_with_the_noise():
+    """2% overhead: beyond the noise of identical configurations when they agree exactly,
+    machine noise when they differed by 12.5% in the same run."""
+    res = _results()
+    assert "exceeds this run's noise" in _row(res, "Input pipeline")["limit"]
+    res["training"]["variants"]["segkit_float32"]["img_per_s"] = [3.0, 3.6]  # auto: 3.0, 3.2
+    derive(res)
+    assert res["training"]["noise_auto_vs_float32_paired"] == pytest.approx([1.0, 3.2 / 3.6])
+    assert "is machine noise" in _row(res, "Input pipeline")["limit"]
+
+
+def test_tracking_fix_and_default_run_cost():
+    res = _results()
+    res["data"]["split_sizes"] = {"train": 792}
+    res["tracking"]["default_epochs"] = 30
+    found = findings({**res, "fixes": fixes(res)})
+    cost = next(f for f in found if f.startswith("Tracking is a fixed cost"))
+    # 6 s against 30 epochs of 792 / 3.1 s (+ the 6 s): 0.08%; one epoch: 2.3%
+    assert "(6.0 s of MLflow and plots per run here)" in cost
+    assert "0.08% of the wall time (2.3% of a one-epoch run)" in cost
+    assert "metric logging is in the fit time and is small" in cost
+    fix = next(f for f in found if f.startswith("Tracking 30% of a smoke run (target 10%)"))
+    assert "Plots 3.0 s (plot_gallery 1.5)" in fix and "leaves 15% for MLflow" in fix
+    assert "a fraction of a percent" in fix
+    assert "A smoke run cannot reach 10%" in fix                # 15% without plots
+    res["tracking"]["no_plots_share_median"] = 0.05
+    fix = next(f for f in fixes(res) if f.startswith("Tracking"))
+    assert fix.endswith("Without plots a smoke run meets the target.")
+
+
+def test_results_parts_are_merged(tmp_path):
+    out = tmp_path / "benchmarks.json"
+    results.update(out, {"data": {"pairs": 1}, "_private": 1})
+    results.update(out, {"training": {"np": np.float64(2.5)}})
+    assert results.load(out) == {"data": {"pairs": 1}, "training": {"np": 2.5}}
+    results.update(out, {"data": {"pairs": 2}})
+    assert results.load(out)["data"] == {"pairs": 2} and "training" in results.load(out)
+
+
+@pytest.mark.parametrize("script", ["pipeline.py", "data_prep.py", "train_throughput.py",
+                                    "inference.py", "flops.py", "tracking_overhead.py"])
+def test_each_script_documents_itself(script):
+    """--help prints the module docstring: what it measures, how to run it, what it writes."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                         capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert f"python benchmarks/{script}" in out.stdout
+    assert "results/benchmarks.json" in out.stdout and "writes" in out.stdout.lower()
+    if script in ("data_prep.py", "tracking_overhead.py"):  # they run themselves as --child
+        assert "--child" in out.stdout and "--child-out" in out.stdout
+
+
+def test_render_only_reproduces_the_committed_report(tmp_path):
+    """BENCHMARKS.md and results/benchmarks.json are what --render-only makes of the
+    measurements in results/benchmarks.json."""
+    for name in ("benchmarks.json", "determinism_cost.json", "accelerator.md"):
+        if (ROOT / "results" / name).is_file():
+            shutil.copy(ROOT / "results" / name, tmp_path / name)
+    out, md = tmp_path / "benchmarks.json", tmp_path / "BENCHMARKS.md"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py"),
+                          "--render-only", f"--out={out}", f"--md={md}"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert md.read_text() == (ROOT / "BENCHMARKS.md").read_text()
+    assert out.read_text() == (ROOT / "results" / "benchmarks.json").read_text()
 
 
 def test_accelerator_summary_medians_and_speedups():

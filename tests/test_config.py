@@ -78,14 +78,16 @@ def _run_cli(*args, env_extra=None, tmp_path=None):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("model.filter=32", "Key 'filter' is not in struct"),
-    ("loss=focalish", "Could not find 'loss/focalish'"),
+    ("model.filter=32", "error: model.filter is not a config key (did you mean filters?)"),
+    ("loss=focalish", "error: loss=focalish is not an option (did you mean focal?): use one "
+                      "of bce, bce_dice, dice, focal, tversky"),
     ("model.depth=0", "error: model.depth=0 must be >= 1"),
 ])
 def test_cli_rejects_before_any_work(tmp_path, override, expected):
     res = _run_cli(override, "data.root=/nonexistent", tmp_path=tmp_path)
-    assert res.returncode != 0
+    assert res.returncode == 2
     assert expected in res.stderr
+    assert len((res.stdout + res.stderr).strip().splitlines()) == 1  # one line, nothing else
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "never.db").exists()  # no MLflow store was touched
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -88,9 +89,13 @@ def job_context() -> Job:
     """The current Hydra job: a single run, or a sweep job with its parent run (a missing
     sweep file only costs the nesting)."""
     hc = HydraConfig.get()
-    overrides = [str(o) for o in hc.overrides.task]
+    # Unresolved: an override may hold a ${...} that only the config check should resolve.
+    raw = OmegaConf.to_container(cast(DictConfig, hc), resolve=False)
+    assert isinstance(raw, dict)
+    overrides = [str(o) for o in raw["overrides"]["task"]]
+    dirname = raw["job"]["override_dirname"]
     job = Job(multirun=hc.mode == RunMode.MULTIRUN, overrides=overrides,
-              run_name=hc.job.override_dirname or None, job_id=uuid.uuid4().hex)
+              run_name=str(dirname) or None, job_id=uuid.uuid4().hex)
     if not job.multirun:
         return job
     job.num = int(hc.job.num)

@@ -1,0 +1,61 @@
+"""Config mistakes Hydra or OmegaConf catch while composing: one line naming the key (or
+the file, line and column) and the fix, exit 2, no MLflow store touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path: Path, *args: str, conf_file: tuple[str, str] | None = None):
+    """run.py with ``args``; ``conf_file`` = (path under conf/, text) is written for the
+    run and removed afterwards."""
+    written = None
+    if conf_file is not None:
+        written = ROOT / "conf" / conf_file[0]
+        written.write_text(conf_file[1])
+    try:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/never.db"}
+        return subprocess.run([sys.executable, str(ROOT / "run.py"), *args,
+                               "data.root=/nonexistent", f"hydra.run.dir={tmp_path}/out"],
+                              capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        if written is not None:
+            written.unlink()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("modle.depth=3",), "error: modle is not a config key (did you mean model?)"),
+    (("trainer=nope",), "error: trainer=nope is not an option: use one of default"),
+    (("seed=1,2",), "error: seed=1,2 has several values: add -m to sweep over them"),
+    (("trainer.epochs=abc",), "error: trainer.epochs='abc' must be an integer"),
+    (("trainer.batch_size=abc",), "error: trainer.batch_size='abc' must be an integer"),
+    (("model.filters=abc",), "error: model.filters='abc' must be an integer"),
+    (("optimizer.lr=abc",), "error: optimizer.lr='abc' must be a number"),
+    (("eval.threshold=abc",), "error: eval.threshold='abc' must be a number"),
+    (("+model.filter=32",), "error: model.filter is not an option here"),
+    (("model.depth=${oc.env:SEGKIT_TEST_UNSET_VARIABLE}",),
+     "error: model.depth: Environment variable 'SEGKIT_TEST_UNSET_VARIABLE' not found"),
+])
+def test_config_mistakes_are_one_line_and_exit_2(tmp_path, args, expected):
+    res = _run(tmp_path, *args)
+    assert res.returncode == 2, res.stderr[-2000:]
+    out = (res.stdout + res.stderr).strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(expected), out
+    assert not (tmp_path / "never.db").exists()
+
+
+def test_a_broken_yaml_file_names_its_line_and_column(tmp_path):
+    res = _run(tmp_path, "experiment=broken_by_test",
+               conf_file=("experiment/broken_by_test.yaml", "model:\n  depth: [1, 2\n"
+                          "  filters: 3\n"))
+    assert res.returncode == 2
+    out = (res.stdout + res.stderr).strip().splitlines()
+    assert out == ["error: conf/experiment/broken_by_test.yaml:3:10: YAML syntax error: "
+                   "expected ',' or ']', but got ':'; fix the file"], out

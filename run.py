@@ -10,14 +10,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from segkit.config import register_resolvers
 from segkit.config_errors import CONFIG_ERRORS, one_line
+from segkit.console import native_startup, quiet_environment
 from segkit.errors import SegkitError
 from segkit.sweep import FailedJob, run_job
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 # Hydra then raises its config errors instead of printing several lines: one line is printed
 # below. Errors inside a job are handled in main() (one line, or a failed sweep job).
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -32,20 +32,24 @@ def main(cfg: DictConfig) -> float | FailedJob:
     out = Path(hc.runtime.output_dir)
 
     def train(run_name: str | None, tags: dict[str, str]) -> float:
-        from segkit.experiment import run_experiment  # TensorFlow: only once cfg is valid
+        with native_startup(cfg.verbose is True):  # TensorFlow: only once cfg is valid
+            from segkit.experiment import run_experiment
 
         return run_experiment(cfg, root=ROOT, run_dir=out, hydra_dir=out / hc.output_subdir,
                               run_name=run_name, tags=tags)
 
     try:
+        quiet_environment(cfg.verbose is True)  # before TensorFlow and MLflow are imported
+        with open_dict(cfg):  # logged, hashed and saved as an absolute path, whatever the cwd
+            cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
         # Validates first (no TensorFlow yet); in a sweep, errors are recorded, not raised.
         return run_job(cfg, train)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run is KILLED, its state saved
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except SegkitError as exc:
+    except SegkitError as exc:  # 2: bad input; 1: a run that started but could not finish
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(exc.exit_status) from None
     except CONFIG_ERRORS as exc:  # e.g. an interpolation that does not resolve
         print(f"error: {one_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -27,6 +27,9 @@ from segkit.fileio import atomic_path, write_text
 log = logging.getLogger(__name__)
 
 BEST, LAST, STATE, CONFIG = "best.keras", "last.keras", "state.json", "config.yaml"
+# The best epoch by early stopping's monitor, kept when callbacks.checkpoint.enabled=false and
+# early_stopping.restore_best_weights=true: Keras keeps it in memory only, lost on a resume.
+ES_BEST = "early_stopping_best.keras"
 
 
 def _scalar(value) -> float | None:
@@ -39,7 +42,8 @@ def _scalar(value) -> float | None:
 
 class TrainingState(keras.callbacks.Callback):
     """Saves ``best.keras`` when ``monitor`` improves, then ``last.keras`` and ``state.json``,
-    at every epoch end; on a resumed run, puts the saved counters back into the callbacks.
+    at every epoch end but a diverged one (a non-finite loss); on a resumed run, puts the
+    saved counters back into the callbacks.
 
     Hand-written instead of ModelCheckpoint + BackupAndRestore: both write their files in
     place (a kill during a save corrupts them), and neither keeps EarlyStopping's or
@@ -50,10 +54,11 @@ class TrainingState(keras.callbacks.Callback):
 
     def __init__(self, folder: Path, monitor: str, mode: str, *, save_best: bool = True,
                  callbacks: Sequence[keras.callbacks.Callback] = (),
-                 restored: dict | None = None):
+                 restored: dict | None = None, best_name: str = BEST):
         super().__init__()
         self.folder = Path(folder)
         self.monitor, self.mode, self.save_best = monitor, mode, save_best
+        self.best_name = best_name  # BEST, or ES_BEST for early stopping's restore
         self.callbacks = list(callbacks)
         self.state = restored or {"epochs": 0, "history": {}, "best": None,
                                   "train_seconds": 0.0, "callbacks": {}}
@@ -82,6 +87,8 @@ class TrainingState(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if any(k.endswith("loss") and _scalar(v) is None for k, v in logs.items()):
+            return  # a diverged epoch (NaN/inf loss): the last healthy one stays saved
         for key, value in logs.items():
             if (number := _scalar(value)) is not None:
                 self.history.setdefault(key, []).append(number)
@@ -89,7 +96,7 @@ class TrainingState(keras.callbacks.Callback):
         if self.save_best and self._improved(current):
             self.state["best"] = current
             self.state["best_epoch"] = epoch
-            with atomic_path(self.folder / BEST) as tmp:
+            with atomic_path(self.folder / self.best_name) as tmp:
                 self.model.save(tmp)
         with atomic_path(self.folder / LAST) as tmp:
             self.model.save(tmp)
@@ -101,6 +108,20 @@ class TrainingState(keras.callbacks.Callback):
                    if hasattr(cb, k) and _scalar(getattr(cb, k)) is not None}
             for name, cb in self._stateful()}
         self.save_state()
+
+    def restore_best(self, model: keras.Model) -> int | None:
+        """Put the best epoch's saved weights into ``model`` (the epochs before a resume
+        count) and log which epoch that is; returns it (1-based), or None when no best is
+        kept. segkit does this instead of EarlyStopping(restore_best_weights=True), whose
+        best weights live in memory: after a resume it would restore (and name) the first
+        resumed epoch instead."""
+        path, epoch = self.folder / self.best_name, self.state.get("best_epoch")
+        if not self.save_best or epoch is None or not path.is_file():
+            return None
+        model.load_weights(path)
+        log.info("evaluating the weights of epoch %d, the best %s (%.4f), from %s",
+                 epoch + 1, self.monitor, self.state["best"], path.name)
+        return int(epoch) + 1
 
     def save_state(self, **extra) -> None:
         self.state.update(extra)
@@ -126,6 +147,13 @@ class Resume:
         return keras.saving.load_model(self.run_dir / "checkpoints" / LAST, safe_mode=True)
 
 
+def missing_for_resume(run_dir: Path) -> list[str]:
+    """The files of ``<run_dir>/checkpoints`` that a resume needs and that are not there
+    (all of them until the run finishes its first epoch)."""
+    folder = Path(run_dir) / "checkpoints"
+    return [n for n in (STATE, LAST, CONFIG) if not (folder / n).is_file()]
+
+
 def load_resume(run_id: str, run_dir: Path, cfg: DictConfig) -> Resume:
     """The saved state of run ``run_id`` under ``run_dir``; ConfigError when it cannot resume.
 
@@ -133,8 +161,7 @@ def load_resume(run_id: str, run_dir: Path, cfg: DictConfig) -> Resume:
     than ``trainer.resume`` itself) are reported and ignored.
     """
     folder = Path(run_dir) / "checkpoints"
-    missing = [n for n in (STATE, LAST, CONFIG) if not (folder / n).is_file()]
-    if missing:
+    if missing := missing_for_resume(run_dir):
         raise ConfigError(
             f"trainer.resume={run_id}: {folder} has no {', '.join(missing)} (the run finished "
             "no epoch, or its folder was removed): start a new run without trainer.resume")

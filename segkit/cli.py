@@ -1,7 +1,8 @@
-"""The ``segkit`` command: ``segkit predict --model MODEL --output DIR INPUT ...``.
+"""The ``segkit`` command: ``segkit predict --model MODEL --output DIR INPUT ...`` and
+``segkit sync RUN_DIR`` (finish the MLflow logging of a run whose tracking server was gone).
 
-A thin layer over ``segkit.predict``: it parses arguments, prints what was used and a
-summary, and turns a SegkitError into ``error: <message>`` and exit status 2.
+A thin layer over ``segkit.predict`` and ``segkit.sync``: it parses arguments, prints what
+was used and a summary, and turns a SegkitError into ``error: <message>`` and its exit status.
 Exit status: 0 all inputs done or skipped, 1 some input failed, 2 nothing could run.
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from segkit.console import native_startup, quiet_environment
 from segkit.errors import SegkitError
 
 EPILOG = """\
@@ -68,7 +69,74 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow store for runs:/ and models:/ URIs (default: "
                         "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also TensorFlow's start-up lines and MLflow's download bars")
+    _add_sync_parser(commands)
+    _add_compare_parser(commands)
     return parser
+
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    c = commands.add_parser(
+        "compare", help="is model B better than model A on the same test images?",
+        description="Pair two runs' per-image test scores (evaluation/test_per_image.csv) "
+                    "image by image: mean difference B - A with a 95%% bootstrap interval, "
+                    "the Wilcoxon signed-rank p-value, wins/ties/losses and a figure; "
+                    "printed, written to --output and logged as an MLflow run. A side is a "
+                    "run id, a model URI, or several joined by commas (a group: their mean "
+                    "per image). Exit status: 0 done, 2 the sides cannot be compared.")
+    c.add_argument("a", metavar="A", help="run id(s) or model URI(s) of the baseline")
+    c.add_argument("b", metavar="B", help="run id(s) or model URI(s) compared with A")
+    c.add_argument("--metric", choices=("dice", "iou"), default="dice",
+                   help="the per-image score compared (default dice)")
+    c.add_argument("--output", type=Path, default=Path("compare"), metavar="DIR",
+                   help="folder for comparison.md/.json, paired.png, paired_scores.csv")
+    c.add_argument("--seed", type=int, default=0, help="seeds the bootstrap (default 0)")
+    c.add_argument("--draws", type=_positive, default=10_000, metavar="N",
+                   help="bootstrap draws (default 10000)")
+    c.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<cwd>/mlflow.db)")
+    c.add_argument("-v", "--verbose", action="store_true", help="MLflow's progress bars too")
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """Run ``segkit compare``; return the exit status."""
+    from segkit.compare import compare, format_table
+    from segkit.predict import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    result, run_id, (a, b) = compare(args.a, args.b, metric=args.metric, tracking_uri=uri,
+                                     output=args.output, seed=args.seed, draws=args.draws)
+    print(format_table(result, a, b, args.metric))
+    print(f"written to {args.output}; logged as run {run_id} (experiment segkit-compare)")
+    return 0
+
+
+def _add_sync_parser(commands: argparse._SubParsersAction) -> None:
+    s = commands.add_parser(
+        "sync", help="finish the MLflow logging of a run whose tracking server was gone",
+        description="Send a run folder's pending epoch metrics to its tracking server and, "
+                    "when training and evaluation finished, log what the server lacks "
+                    "(end-of-run metrics, evaluation files, TensorBoard logs, the model) and "
+                    "end the run FINISHED. Safe to run again. Exit status: 0 done, 2 nothing "
+                    "could be sent.")
+    s.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="the run's folder (printed by the failed run; its segkit.run_dir tag)")
+    s.add_argument("--tracking-uri", metavar="URI",
+                   help="the tracking server, if not the one the run used")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="also TensorFlow's start-up lines and MLflow's progress bars")
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    """Run ``segkit sync``; return the exit status."""
+    from segkit.sync import sync_run
+
+    with native_startup(args.verbose):  # TensorFlow may start (to log the model)
+        lines = sync_run(args.run_dir, args.tracking_uri)
+    print("\n".join(lines), flush=True)
+    return 0
 
 
 def _setup_logging() -> None:
@@ -88,10 +156,12 @@ def predict_command(args: argparse.Namespace) -> int:
     from segkit import predict
 
     paths = predict.collect_inputs(args.inputs)  # before loading anything: fails fast
+    predict.check_output_dir(args.output)  # writable, before any prediction
     if args.with_truth is not None and not args.with_truth.is_dir():
         raise predict.PredictError(f"--with-truth {args.with_truth}: no such folder")
     tracking_uri = args.tracking_uri or predict.default_tracking_uri()
-    model = predict.load_model(args.model, tracking_uri)
+    with native_startup(args.verbose):  # TensorFlow starts here: its chatter is filtered
+        model = predict.load_model(args.model, tracking_uri)
     threshold, why = predict.resolve_threshold(args.model, args.threshold,
                                                tracking_uri=tracking_uri)
     size = predict.model_size(model)
@@ -118,13 +188,15 @@ def predict_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``segkit``): returns the exit status."""
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    quiet_environment(args.verbose)
     _setup_logging()
+    commands = {"sync": sync_command, "compare": compare_command, "predict": predict_command}
+    command = commands[args.command]
     try:
-        return predict_command(args)
+        return command(args)
     except SegkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

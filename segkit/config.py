@@ -23,6 +23,7 @@ from segkit.metrics import SCORE_KEYS, SUMMARY_KEYS
 from segkit.models import check_model
 from segkit.optimizers import check_optimizer
 from segkit.registry import from_mapping, plain
+from segkit.rundir import unique_dir
 from segkit.schedules import check_schedule
 from segkit.targets import check_targets
 from segkit.trainer import trainer_options
@@ -32,8 +33,11 @@ OBJECTIVES = tuple(f"val_{k}" for k in SUMMARY_KEYS + SCORE_KEYS)
 
 
 def register_resolvers(root: Path) -> None:
-    """``${project_root:}``: the folder holding run.py and conf/ (outputs, mlflow.db go there)."""
+    """``${project_root:}``: the folder holding run.py and conf/ (outputs, mlflow.db go
+    there); ``${unique_dir:BASE}``: a new folder ``BASE-<random>`` that this process created
+    (cached in the config, so every later resolution, a sweep's jobs too, gets the same)."""
     OmegaConf.register_new_resolver("project_root", lambda: str(root), replace=True)
+    OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cache=True)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -51,22 +55,35 @@ class EvalOptions:
     bins: int
     batch_size: int
     tta: bool
+    boundary: bool
+    nsd_tolerance: float
+    bootstrap_draws: int
     plots: bool
 
     def check(self) -> None:
         _require(0 < self.threshold < 1, f"eval.threshold={self.threshold} must be in (0, 1)")
         _require(self.bins >= 10, f"eval.bins={self.bins} must be >= 10")
         _require(self.batch_size >= 1, f"eval.batch_size={self.batch_size} must be >= 1")
+        _require(self.nsd_tolerance >= 0,
+                 f"eval.nsd_tolerance={self.nsd_tolerance} must be >= 0 (pixels)")
+        _require(self.bootstrap_draws == 0 or self.bootstrap_draws >= 100,
+                 f"eval.bootstrap_draws={self.bootstrap_draws} must be 0 (off) or >= 100")
 
 
 def _check_run(cfg: DictConfig) -> None:
     """The keys of the run as a whole: task, model_uri, objective, data size and limit."""
     _require(cfg.task in TASKS, f"task={cfg.task!r} is unknown: use train or evaluate")
+    _require(isinstance(cfg.verbose, bool), f"verbose={cfg.verbose!r} must be true or false")
     _require(cfg.task != "evaluate" or bool(cfg.model_uri),
              "task=evaluate needs model_uri=<runs:/RUN_ID/model | models:/NAME/VERSION | path>")
     _require(cfg.objective in OBJECTIVES,
              f"objective={cfg.objective!r} must be a validation metric (the held-out split "
              f"never selects models): use one of {', '.join(OBJECTIVES)}")
+    tr = cfg.tracking
+    _require(isinstance(tr.http_timeout, int) and tr.http_timeout >= 1,
+             f"tracking.http_timeout={tr.http_timeout!r} must be an integer >= 1 (seconds)")
+    _require(isinstance(tr.http_retries, int) and 0 <= tr.http_retries <= 10,
+             f"tracking.http_retries={tr.http_retries!r} must be an integer in 0..10")
     d = cfg.data
     _require(isinstance(d.image_size, int) and not isinstance(d.image_size, bool)
              and d.image_size >= 8, f"data.image_size={d.image_size} must be an integer >= 8")

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from segkit.boundary import boundary_scores
 from segkit.data.dataset import Sample, load_mask
 from segkit.metrics import (
     THRESHOLDS,
@@ -30,6 +31,8 @@ class Evaluation:
     counts: np.ndarray  # (N, T, 4): TP, FP, TN, FN per image and threshold
     hist: ScoreHistogram
     threshold: float = 0.5  # the threshold that ``metrics`` reports
+    # Per image at ``threshold`` and original resolution (segkit.boundary), when measured:
+    boundary: np.ndarray | None = None  # (N, 2): HD95 (NaN: undefined), NSD
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _index(self, threshold: float) -> int:
@@ -49,7 +52,16 @@ class Evaluation:
 
     @property
     def metrics(self) -> dict[str, float]:
-        return self.at(self.threshold)
+        """Metrics at ``threshold``, with the boundary metrics when measured: mean HD95 over
+        the images where it is defined, how many it is undefined on, mean NSD."""
+        out = dict(self.at(self.threshold))
+        if self.boundary is not None:
+            hd95, nsd = self.boundary[:, 0], self.boundary[:, 1]
+            defined = np.isfinite(hd95)
+            out.update({"mhd95": float(hd95[defined].mean()) if defined.any() else np.nan,
+                        "hd95_undefined": float((~defined).sum()),
+                        "mnsd": float(nsd.mean())})
+        return out
 
     def curves(self) -> dict[str, np.ndarray]:
         """Per-image mean Dice and IoU at every grid threshold."""
@@ -69,12 +81,16 @@ class Evaluation:
         scores = per_image_scores(counts)
         tp, fp, _, fn = counts.T
         pixels = counts.sum(axis=1)
-        return [
+        rows = [
             {"name": name, "dice": float(scores["dice"][i]), "iou": float(scores["iou"][i]),
              "truth_fraction": float((tp[i] + fn[i]) / pixels[i]),
              "pred_fraction": float((tp[i] + fp[i]) / pixels[i])}
             for i, name in enumerate(self.names)
         ]
+        if self.boundary is not None and threshold in (None, self.threshold):
+            for row, (hd95, nsd) in zip(rows, self.boundary, strict=True):
+                row.update({"hd95": float(hd95), "nsd": float(nsd)})
+        return rows
 
 
 def _predict(model: keras.Model, batch: np.ndarray) -> np.ndarray:
@@ -123,16 +139,20 @@ def evaluate(
     bins: int = 1000,
     originals: Sequence[Sample] | None = None,
     tta: bool = False,
+    boundary: tuple[Sequence[Sample], float] | None = None,
 ) -> Evaluation:
     """Predict ``images`` (uint8, model size) in batches and score them.
 
     Against ``masks`` ({0,1}, model size) by default; with ``originals`` (the samples of
     the same images), each probability map is resized back to its image's own resolution
     and scored against the original mask, which is what a clinician would see.
+    ``boundary`` = (the samples, NSD tolerance in pixels): also HD95 and NSD per image at
+    ``threshold``, at each image's original resolution (segkit.boundary).
     """
     thresholds = grid(threshold)
     hist = ScoreHistogram(bins)
     counts = np.zeros((len(images), len(thresholds), 4), np.int64)
+    edges = np.full((len(images), 2), np.nan) if boundary is not None else None
     for start, probs in predict_batches(model, images, batch_size, tta):
         for i, prob in enumerate(probs, start):
             if originals is None:
@@ -142,4 +162,17 @@ def evaluate(
                 prob = resize_probs(prob, truth.shape)
             counts[i] = threshold_counts(prob[None], truth[None], thresholds)[0]
             hist.update(prob, truth)
-    return Evaluation(split, list(names), thresholds, counts, hist, threshold)
+            if boundary is not None and edges is not None:
+                edges[i] = _boundary_at_original(prob, boundary[0][i], threshold, boundary[1],
+                                                 truth if originals is not None else None)
+    return Evaluation(split, list(names), thresholds, counts, hist, threshold, edges)
+
+
+def _boundary_at_original(prob: np.ndarray, sample: Sample, threshold: float, tau: float,
+                          truth: np.ndarray | None) -> tuple[float, float]:
+    """HD95 and NSD of one prediction at its image's original resolution (``truth``: the
+    original mask when already read)."""
+    if truth is None:
+        truth = load_mask(sample.mask)[..., 0] > 0
+        prob = resize_probs(prob, truth.shape)
+    return boundary_scores(prob >= threshold, truth, tau)

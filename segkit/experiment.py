@@ -10,6 +10,7 @@ run, phase timings, failure tags and Ctrl-C handling live in one wrapper,
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,21 +19,23 @@ import mlflow
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from segkit import checkpoints, distribute, report, tracking
+from segkit import checkpoints, distribute, report, rundir, sync, tracking
 from segkit import tags as tag  # `tags` names a run's tags here
-from segkit.callbacks import MLflowEpochLogger, TimeLimit, build_callbacks
+from segkit.callbacks import DivergenceGuard, MLflowEpochLogger, TimeLimit, build_callbacks
 from segkit.checkpoints import Resume, TrainingState
 from segkit.config import validate
+from segkit.console import native_startup
 from segkit.data import Prepared, prepare
 from segkit.data.pipeline import make_dataset
-from segkit.errors import ConfigError
-from segkit.lifecycle import tracked_run
+from segkit.errors import ConfigError, DivergedError
+from segkit.lifecycle import TrackedRun, tracked_run
 from segkit.losses import build_loss
 from segkit.models import build_model
 from segkit.optimizers import build_optimizer
 from segkit.precision import resolve_precision
 from segkit.registry import plain
 from segkit.schedules import build_schedule
+from segkit.summary import print_run_summary
 from segkit.trainer import check_batch_size, scaled_lr, steps_per_epoch
 from segkit.training_metrics import training_metrics
 
@@ -57,8 +60,9 @@ class Runtime:
 def setup_runtime(cfg: DictConfig) -> Runtime:
     """Strategy first (multi-worker must configure TensorFlow before any other work), then a
     clean Keras session, the seeds and op determinism."""
-    strategy = distribute.build_strategy(cfg.trainer.strategy)
-    policy = resolve_precision(cfg.trainer.precision)
+    with native_startup(cfg.verbose):  # the devices start here: their chatter is filtered
+        strategy = distribute.build_strategy(cfg.trainer.strategy)
+        policy = resolve_precision(cfg.trainer.precision)
     keras.backend.clear_session()  # sweeps run many jobs in one process: start clean
     keras.utils.set_random_seed(cfg.seed)
     if cfg.trainer.deterministic:
@@ -121,22 +125,37 @@ def fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
                                 steps_per_epoch=steps_per_epoch(len(data.split.train),
                                                                 t.batch_size))
     if chief:
-        callbacks.insert(-1, MLflowEpochLogger())
+        callbacks.insert(-1, MLflowEpochLogger(run_dir))
     state: TrainingState = callbacks[-1]
     if not restored.get("finished") and done < t.epochs:
         loop = distribute.custom_fit if t.strategy == "multi_worker" else _keras_fit
         loop(model, train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=done,
              callbacks=callbacks, verbose=t.verbose)
+    raise_if_diverged(cfg, callbacks, model.dtype_policy.name)
     limited = any(isinstance(cb, TimeLimit) and cb.stopped_early for cb in callbacks)
     state.save_state(finished=True,
                      time_limit_hit=limited or restored.get("time_limit_hit", False))
-    best = run_dir / "checkpoints" / checkpoints.BEST
-    if cfg.callbacks.checkpoint.enabled and best.is_file():
-        model.load_weights(best)  # evaluate the checkpoint the validation carve-out chose
+    state.restore_best(model)  # the epoch the validation carve-out chose, across resumes
     if t.strategy == "multi_worker":  # the same on every worker
         log.info("weights after training: sha256 %s", distribute.weights_digest(model))
     log.info("fit ended after epoch %d", state.state["epochs"])
     return state
+
+
+def raise_if_diverged(cfg: DictConfig, callbacks: list[keras.callbacks.Callback],
+                      policy: str) -> None:
+    """DivergedError (the run ends FAILED, nothing logged or evaluated) when the guard
+    stopped training at a non-finite loss, with what to try (``policy``: the model's)."""
+    guard = next((cb for cb in callbacks if isinstance(cb, DivergenceGuard)), None)
+    if guard is None or guard.reason is None:
+        return
+    tips = [f"lower optimizer.lr (now {float(cfg.optimizer.lr)})"]
+    if not cfg.optimizer.get("clipnorm"):
+        tips.append("set optimizer.clipnorm (e.g. 1.0)")
+    if policy != "float32":
+        tips.append("use trainer.precision=float32")
+    advice = ", ".join(tips[:-1]) + (" or " if len(tips) > 1 else "") + tips[-1]
+    raise DivergedError(f"training diverged: {guard.reason}: {advice}")
 
 
 def _keras_fit(model: keras.Model, train_ds: tf.data.Dataset, **kwargs: object) -> None:
@@ -150,8 +169,14 @@ def find_resume(cfg: DictConfig) -> Resume | None:
         return None
     experiment_id = tracking.setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     chash = tracking.config_hash(plain(cfg))
-    found = tracking.find_resumable(experiment_id, resume, chash)
-    return checkpoints.load_resume(*found, cfg) if found else None
+    found = tracking.find_resumable(experiment_id, resume, chash)  # claims the run found
+    if not found:
+        return None
+    run_id, run_dir, why = found
+    resumed = checkpoints.load_resume(run_id, run_dir, cfg)
+    log.info("resuming run %s after epoch %d in %s: %s", run_id, resumed.state["epochs"],
+             run_dir, why)
+    return resumed
 
 
 def log_data(data: Prepared) -> None:
@@ -211,6 +236,23 @@ def log_trained_model(cfg: DictConfig, model: keras.Model, data: Prepared, run_d
     return str(model_uri)
 
 
+def log_and_evaluate(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
+                     state: TrainingState, run: TrackedRun) -> dict[str, float]:
+    """Log the pending epoch metrics and the model, evaluate (the report is written to the
+    run folder before it is logged); return the metrics. A tracking server that stopped
+    answering costs one bounded wait: the rest goes on locally, and at the end either the
+    server is back (what it lacks is logged) or TrackingUnavailable names ``segkit sync``."""
+    outbox = sync.Outbox(cfg.tracking.uri, run_dir, run.run_id)
+    with run.phase("log_model"):
+        outbox.call("the pending epoch metrics", sync.Journal(run_dir).send, run.run_id)
+        outbox.call("the model", log_trained_model, cfg, model, data, run_dir, state)
+    with run.phase("evaluate"):
+        metrics = outbox.evaluate(run_dir / "evaluation", report.evaluate_and_report, model,
+                                  data, cfg, run_dir / "evaluation", state.history)
+    outbox.finish()
+    return metrics
+
+
 def objective(cfg: DictConfig, metrics: dict[str, float], run_id: str) -> float:
     value = float(metrics[cfg.objective])
     log.info("run %s: %s = %.4f; test mDice %.4f, mIoU %.4f, pixel accuracy %.4f", run_id,
@@ -242,15 +284,16 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
     resume = find_resume(cfg)
     if resume is not None:
         cfg, run_dir = resume.cfg, resume.run_dir
-        log.info("resuming run %s after epoch %d in %s", resume.run_id, resume.state["epochs"],
-                 run_dir)
     runtime = setup_runtime(cfg)
+    if runtime.chief:  # the folder's lock, held while the run lives: no resume takes it
+        rundir.own(run_dir)
     data = prepare_data(cfg, runtime)
     if not runtime.chief:
         return train_worker(cfg, data, runtime)
     run_tags = {**(tags or {}), **_identity_tags(cfg, run_dir)}
     with tracked_run(cfg, run_dir, run_name, run_tags, resume.run_id if resume else None,
                      resume_hint=True) as run:
+        sync.record_run(run_dir, run.run_id, cfg.tracking.uri)  # for `segkit sync RUN_DIR`
         with run.phase("build"):
             model = (continue_resumed(resume, runtime) if resume else
                      start_new(cfg, data, runtime, run_dir, root=root, hydra_dir=hydra_dir))
@@ -259,11 +302,7 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
             state = fit(cfg, model, data, run_dir, resume.state if resume else None)
         if runtime.distributed:
             model = single_device_copy(model)  # evaluated and logged on the chief alone
-        with run.phase("log_model"):
-            log_trained_model(cfg, model, data, run_dir, state)
-        with run.phase("evaluate"):
-            metrics = report.evaluate_and_report(model, data, cfg, run_dir / "evaluation",
-                                                 state.history)
+        metrics = log_and_evaluate(cfg, model, data, run_dir, state, run)
         distribute.barrier(runtime.strategy)  # multi_worker: the other workers may exit now
         return objective(cfg, metrics, run.run_id)
 
@@ -296,7 +335,9 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
     run tagged with its source; the model's own input size overrides ``data.image_size``."""
     tracking.check_reachable(cfg.tracking.uri)
     mlflow.set_tracking_uri(cfg.tracking.uri)
-    model = load_for_evaluation(cfg.model_uri)
+    tracking.open_store(cfg.tracking.uri)  # a fresh sqlite store: created once
+    with native_startup(cfg.verbose):
+        model = load_for_evaluation(cfg.model_uri)
     keras.utils.set_random_seed(cfg.seed)
     data = prepare(cfg.data, cfg.split, image_size=int(model.input_shape[1]))
     source = tracking.source_run_id(cfg.model_uri)
@@ -325,6 +366,14 @@ def run_experiment(cfg: DictConfig, *, root: Path, run_dir: Path,
     validate(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    tracking.bound_http(cfg.tracking.uri, cfg.tracking.http_timeout, cfg.tracking.http_retries)
     task = train if cfg.task == "train" else evaluate_saved
-    return task(cfg, root=root, run_dir=run_dir, hydra_dir=hydra_dir, run_name=run_name,
-                tags=tags)
+    try:
+        value = task(cfg, root=root, run_dir=run_dir, hydra_dir=hydra_dir, run_name=run_name,
+                     tags=tags)
+    finally:
+        rundir.release_all()  # the run has ended: its folder may be resumed from now on
+    if math.isfinite(value):  # NaN: a multi-worker worker, which creates no run
+        print_run_summary(cfg.tracking.uri, cfg.tracking.experiment, run_dir,
+                          in_sweep=bool(tags and tag.PARENT in tags))
+    return value

@@ -1,12 +1,29 @@
-"""Atomic file writes: every file segkit writes appears whole or not at all."""
+"""Atomic file writes: every file segkit writes appears whole or not at all, with the mode
+the umask gives (0644 under the usual 022), like any file the user's tools write."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _create_beside(path: Path) -> Path:
+    """A new empty file beside ``path``, created exclusively with mode 0666 minus the umask.
+
+    Hand-written rather than ``tempfile.mkstemp``: mkstemp creates mode 0600 whatever the
+    umask, which would leave artifacts unreadable to a shared store or a server run by
+    another user."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextmanager
@@ -15,9 +32,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     replaces ``path`` in one rename, when it fails it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=f".tmp{path.suffix}")
-    os.close(fd)
+    tmp = _create_beside(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

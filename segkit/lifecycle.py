@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -49,6 +50,41 @@ class TrackedRun:
     phase: Phases
 
 
+def launch_command() -> tuple[list[str], bool] | None:
+    """The overrides this Hydra job was started with, as typed (a sweep job's own values,
+    no sweep syntax), and whether it runs in a sweep; None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    task = OmegaConf.to_container(hc.overrides.task, resolve=False)
+    return [str(o) for o in task or []], hc.mode == RunMode.MULTIRUN
+
+
+def interrupt_hint(run_id: str, run_dir: Path, command: tuple[list[str], bool] | None) -> str:
+    """What to do after an interrupt: when the run finished an epoch, the command that
+    continues it, ready to paste (the job's own overrides plus ``trainer.resume=<run_id>``);
+    else that there is nothing to resume. ``command``: see :func:`launch_command`."""
+    from segkit.checkpoints import missing_for_resume  # Keras: only once interrupted
+
+    overrides, sweep = command if command is not None else (None, False)
+    if missing_for_resume(run_dir):
+        again = ("rerun the sweep with sweep.skip_completed=true" if sweep
+                 else "rerun the same command")
+        return (f"interrupted: run {run_id} is KILLED; nothing to resume (no epoch "
+                f"finished): {again}")
+    saved = (f"interrupted: run {run_id} is KILLED with its last finished epoch saved in "
+             f"{Path(run_dir) / 'checkpoints'}")
+    if overrides is None:
+        return f"{saved}; continue it with trainer.resume={run_id} added to its command"
+    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "trainer.resume"]
+    return f"{saved}; continue it with: " + shlex.join(
+        ["python", "run.py", *kept, f"trainer.resume={run_id}"])
+
+
 @contextmanager
 def tracked_run(cfg: Mapping, run_dir: Path, run_name: str | None,
                 tags: Mapping[str, str] | None = None, resume_run_id: str | None = None,
@@ -67,9 +103,7 @@ def tracked_run(cfg: Mapping, run_dir: Path, run_name: str | None,
             yield TrackedRun(run_id, phases)
     except KeyboardInterrupt:
         if run_id and resume_hint:
-            log.warning("interrupted: run %s is KILLED with its last finished epoch saved in "
-                        "%s; continue it with: python run.py trainer.resume=%s", run_id,
-                        Path(run_dir) / "checkpoints", run_id)
+            log.warning("%s", interrupt_hint(run_id, run_dir, launch_command()))
         raise
     finally:
         if phases.seconds:

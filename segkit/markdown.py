@@ -29,8 +29,8 @@ def format_value(name: str, value: object) -> str:
         return f"{int(value):,}"
     if isinstance(value, numbers.Real):
         number = float(value)
-        if not math.isfinite(number):
-            return str(number)
+        if not math.isfinite(number):  # undefined (e.g. AUC without a positive pixel)
+            return MISSING
         if name.lower() in COUNT_METRICS and number.is_integer():
             return f"{int(number):,}"
         return f"{number:.4f}"

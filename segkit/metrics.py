@@ -7,6 +7,13 @@ Conventions (documented in the README):
 - Empty truth: an image with no foreground scores 1 when the prediction is empty too and
   0 when anything is predicted (the "empty is a correct answer" convention; MONAI's
   ``ignore_empty=False``). Kvasir-SEG has no empty mask, other datasets do.
+- Undefined metrics are NaN, never a made-up number (as MONAI returns NaN for an undefined
+  confusion-matrix metric): recall (sensitivity), ROC AUC and average precision are
+  undefined when there is no positive pixel in the truth (a split whose masks are all
+  empty). Dice, IoU, F2 and precision keep the empty-is-correct convention (1 when neither
+  truth nor prediction has a foreground pixel), specificity is 1 when there is no negative
+  pixel. Callers leave NaN metrics out of their logs (segkit.report) and show them as
+  undefined.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def summarize(counts: np.ndarray) -> dict[str, float]:
     tp, fp, tn, fn = (float(v) for v in counts.sum(axis=0))
     total = tp + fp + tn + fn
     precision = float(_ratio(tp, tp + fp, 1.0))
-    recall = float(_ratio(tp, tp + fn, 1.0))
+    recall = float(_ratio(tp, tp + fn, np.nan))  # undefined without a positive pixel
     return {
         "mdice": float(per_image["dice"].mean()),
         "mdice_std": float(per_image["dice"].std()),
@@ -110,7 +117,7 @@ class ScoreHistogram:
         return np.cumsum(self.pos[::-1]), np.cumsum(self.neg[::-1])
 
     def roc(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """(fpr, tpr, auc), starting at (0, 0); nan AUC when a class is absent."""
+        """(fpr, tpr, auc), starting at (0, 0); NaN AUC when a class is absent (undefined)."""
         tp, fp = self._cumulative()
         n_pos, n_neg = tp[-1], fp[-1]
         if n_pos == 0 or n_neg == 0:
@@ -121,7 +128,8 @@ class ScoreHistogram:
 
     def pr(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(recall, precision, average precision) as sklearn defines AP:
-        sum over thresholds of (R_k - R_k-1) * P_k."""
+        sum over thresholds of (R_k - R_k-1) * P_k; NaN AP (undefined) without a positive
+        pixel."""
         tp, fp = self._cumulative()
         keep = (tp + fp) > 0
         tp, fp = tp[keep], fp[keep]

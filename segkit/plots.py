@@ -153,14 +153,26 @@ def plot_confusion(tp: float, fp: float, tn: float, fn: float, path: Path,
     return _save(fig, path)
 
 
+def _curve(ax, x: np.ndarray, y: np.ndarray, name: str, score: str, value: float,
+           why: str) -> None:
+    """The curve labelled with its score; when the score is undefined (segkit.metrics gives
+    NaN there), no curve (it would be a placeholder) but a note saying why."""
+    if np.isfinite(value):
+        ax.plot(np.asarray(x, dtype=float), np.asarray(y, dtype=float), color="C0",
+                linewidth=2, label=f"{name} ({score} = {value:.4f})")
+        return
+    ax.text(0.5, 0.5, f"{score} undefined:\n{why}", ha="center", va="center",
+            fontsize=LEGEND_SIZE, transform=ax.transAxes,
+            bbox={"facecolor": "white", "edgecolor": "0.7"})
+
+
 def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, path: Path,
              split: str = "test") -> Path:
     """Pixel-level ROC curve with its AUC and the chance diagonal."""
     fig = Figure(figsize=(6, 6), layout="constrained")
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1.2, label="chance")
-    ax.plot(np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float), color="C0",
-            linewidth=2, label=f"ROC (AUC = {auc:.4f})")
+    _curve(ax, fpr, tpr, "ROC", "AUC", auc, "the split has no positive (or no negative) pixel")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")
@@ -175,8 +187,8 @@ def plot_pr(recall: np.ndarray, precision: np.ndarray, ap: float, path: Path,
     """Pixel-level precision-recall curve with its average precision and chance baseline."""
     fig = Figure(figsize=(6, 6.6), layout="constrained")
     ax = fig.subplots()
-    ax.plot(np.asarray(recall, dtype=float), np.asarray(precision, dtype=float), color="C0",
-            linewidth=2, label=f"precision-recall (AP = {ap:.4f})")
+    _curve(ax, recall, precision, "precision-recall", "AP", ap,
+           "the split has no positive pixel")
     if prevalence is not None:
         ax.axhline(prevalence, color="0.5", linestyle="--", linewidth=1.2,
                    label=f"chance (prevalence {prevalence:.3f})")
@@ -255,7 +267,7 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return image[..., :3]
 
 
-def plot_gallery(cases: list[dict], path: Path) -> Path:
+def plot_gallery(cases: list[dict], path: Path, threshold: float | None = None) -> Path:
     """One row per case: image, ground truth, prediction, and both outlines on the image.
 
     Each case has ``title``, ``image`` (uint8 HxWx3), ``truth`` and ``pred`` (bool HxW)
@@ -309,12 +321,39 @@ def plot_gallery(cases: list[dict], path: Path) -> Path:
                Line2D([], [], color=to_rgba(PRED_COLOR), linewidth=2.5, label="prediction")]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1), ncols=2,
                fontsize=LEGEND_SIZE, title_fontsize=LEGEND_SIZE,
-               title="overlay outlines (green: truth, magenta: prediction)")
+               title="overlay outlines (green: truth, magenta: prediction"
+               + (f" at threshold {threshold:g})" if threshold is not None else ")"))
     # Photographs compress poorly: zlib level 1 is 3x faster than 6 for a few % more bytes.
     return _save(fig, path, compress_level=1)
 
 
-__all__ = ["plot_confusion", "plot_dice_histogram", "plot_gallery", "plot_history", "plot_pr",
+def plot_paired(a: np.ndarray, b: np.ndarray, labels: tuple[str, str], metric: str,
+                path: Path) -> Path:
+    """Two models on the same images: per-image scatter of B against A (the diagonal is a
+    tie) and the histogram of the differences B - A with their mean."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.scatter(a, b, s=14, alpha=0.6, color="C0", edgecolors="none")
+    left.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--", label="tie")
+    left.set_xlim(-0.02, 1.02)
+    left.set_ylim(-0.02, 1.02)
+    left.set_aspect("equal")
+    left.legend(loc="lower right", fontsize=LEGEND_SIZE)
+    _style(left, f"{metric}: {labels[0]}", f"{metric}: {labels[1]}", "per image")
+    diff = b - a
+    right.hist(diff, bins=30, color="C1", alpha=0.8, edgecolor="white")
+    right.axvline(0, color="grey", linewidth=1, linestyle="--")
+    right.axvline(float(diff.mean()), color="C3", linewidth=2,
+                  label=f"mean {float(diff.mean()):+.4f}")
+    right.legend(fontsize=LEGEND_SIZE)
+    _style(right, f"{metric} difference ({labels[1]} - {labels[0]})", "images",
+           "paired differences")
+    return _save(fig, path)
+
+
+__all__ = ["plot_confusion", "plot_dice_histogram", "plot_gallery", "plot_history", "plot_paired",
+           "plot_pr",
            "plot_roc", "plot_threshold_curves"]
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +28,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from segkit.data.dataset import IMAGE_EXTENSIONS, DataError, Sample, check_sizes, load_image
+from segkit.data.dataset import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    Sample,
+    check_sizes,
+    describe_unreadable,
+    load_image,
+)
 from segkit.errors import SegkitError
 from segkit.fileio import atomic_path, write_text
 
@@ -41,9 +51,11 @@ PROBABILITY_FORMATS = ("none", "8", "16")
 TABLE_KEYS = ("mdice", "miou", "pixel_accuracy", "pixel_dice", "pixel_iou", "precision",
               "recall", "specificity", "auc")
 METRICS_FILE = "metrics.json"
-OVERLAY_TINT = (255, 0, 0)  # predicted region: 40% red
-OVERLAY_ALPHA = 0.4
-OVERLAY_EDGE = (255, 255, 0)  # its contour: yellow
+# The gallery's high-contrast outline colour for a prediction (segkit.plots.PRED_COLOR):
+# magenta stands out on red mucosa, where a red tint did not.
+OVERLAY_TINT = (255, 0, 255)  # predicted region: 25% magenta
+OVERLAY_ALPHA = 0.25
+OVERLAY_EDGE = (255, 0, 255)  # its contour: magenta
 # What a broken, truncated or hostile image file raises in Pillow (PNG chunk errors are
 # SyntaxError), and what a full disk raises while writing.
 _FILE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -118,17 +130,32 @@ def model_size(model: keras.Model) -> int:
     return int(shape[1])
 
 
+def _check_model_file(path: Path, uri: str) -> None:
+    """A local model must exist, and a ``.keras`` file must be a zip archive (Keras would
+    say "File not found" of one that exists but is not)."""
+    if not path.is_file():
+        raise PredictError(f"model {uri!r}: no such file; give {MODEL_FORMS}")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        what = "is empty (0 bytes)" if path.stat().st_size == 0 else "is not a zip archive"
+        raise PredictError(f"model {uri!r} is not a Keras archive: the file {what}, and a "
+                           ".keras file is a zip written by model.save(); give "
+                           f"{MODEL_FORMS}")
+
+
 def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
     """Load a local ``.keras`` file, or a model from MLflow at ``tracking_uri`` (default:
     ``default_tracking_uri()``). Raises PredictError naming ``uri`` and the accepted forms."""
     if is_mlflow_uri(uri):
         import mlflow
 
+        from segkit.tracking import open_store
+
         tracking_uri = tracking_uri or default_tracking_uri()
         _check_store(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
-    elif not Path(uri).expanduser().is_file():
-        raise PredictError(f"model {uri!r}: no such file; give {MODEL_FORMS}")
+        open_store(tracking_uri)  # a store that a training run is creating: wait for it
+    else:
+        _check_model_file(Path(uri).expanduser(), uri)
     import keras
 
     try:
@@ -239,6 +266,24 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
 # ---------------------------------------------------------------- outputs
 
 
+def check_output_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` if missing and write (then remove) a file in it, so that an
+    unwritable folder fails at once, in one line, rather than once per input after every
+    prediction. Touches nothing already there."""
+    out_dir = Path(out_dir).expanduser()
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotADirectoryError("it is a file, not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".segkit-write-check-"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise PredictError(f"output folder {out_dir} cannot be written ({why}): choose "
+                           "another --output, or make it writable") from None
+    return out_dir
+
+
 def output_paths(out_dir: Path, stem: str, probabilities: str = "none",
                  overlay: bool = False) -> dict[str, Path]:
     """kind -> file for one input: ``mask``, and ``prob`` / ``overlay`` when asked for."""
@@ -268,7 +313,7 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 
 def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``image`` (uint8 RGB) with ``mask`` tinted red and its contour drawn in yellow,
+    """``image`` (uint8 RGB) with ``mask`` tinted magenta and its contour drawn in magenta,
     about 1 pixel wide per 256 pixels of the shorter side."""
     out = image.astype(np.float32)
     out[mask] = (1 - OVERLAY_ALPHA) * out[mask] + OVERLAY_ALPHA * np.array(OVERLAY_TINT)
@@ -326,7 +371,8 @@ def _try_read(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]] | str
     try:
         return _read(path, size)
     except _FILE_ERRORS as exc:
-        return _first_line(exc)
+        empty = describe_unreadable(path, exc)
+        return f"the image {empty}" if empty.startswith("is empty") else _first_line(exc)
 
 
 def _chunks(jobs: Sequence[_Job], size: int) -> Iterator[Sequence[_Job]]:
@@ -373,8 +419,7 @@ def predict_files(model: keras.Model, paths: Sequence[Path], out_dir: Path, *,
     if batch_size < 1:
         raise PredictError(f"batch size {batch_size}: must be at least 1")
     size = model_size(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_dir(out_dir)
     summary = Summary()
     jobs = _plan(paths, out_dir, probabilities, overlay, overwrite, summary)
     with (tqdm(total=len(jobs), unit="img", desc="predict", disable=not progress) as bar,
@@ -443,7 +488,7 @@ def score_with_truth(model: keras.Model, paths: Sequence[Path], mask_dir: Path,
                       split=f"inputs scored against {mask_dir}", threshold=threshold,
                       batch_size=batch_size, originals=samples)
     report = {"model": model_uri, "threshold": threshold, "mask_dir": str(mask_dir),
-              "scored": len(samples), "unscored": unscored, "metrics": result.metrics,
+              "scored": len(samples), "unscored": unscored, "metrics": _json_metrics(result),
               "per_image": result.per_image()}
     target = Path(out_dir) / METRICS_FILE
     if target.exists() and not overwrite:
@@ -453,9 +498,18 @@ def score_with_truth(model: keras.Model, paths: Sequence[Path], mask_dir: Path,
     return report
 
 
-def format_table(metrics: dict[str, float]) -> str:
-    """The headline metrics, one ``name  value`` row each."""
+def _json_metrics(result) -> dict[str, float | None]:
+    """The metrics for metrics.json: an undefined one (NaN, e.g. recall and AUC when no mask
+    has a foreground pixel) is null, which JSON has, rather than NaN, which it has not."""
+    return {k: float(v) if math.isfinite(v) else None for k, v in result.metrics.items()}
+
+
+def format_table(metrics: dict[str, float | None]) -> str:
+    """The headline metrics, one ``name  value`` row each (undefined ones say so)."""
     width = max(map(len, TABLE_KEYS))
     rows = [f"{'metric':<{width}}  value"]
-    rows += [f"{key:<{width}}  {metrics[key]:.4f}" for key in TABLE_KEYS if key in metrics]
+    for key in (k for k in TABLE_KEYS if k in metrics):
+        value = metrics[key]
+        shown = f"{value:.4f}" if value is not None and math.isfinite(value) else "undefined"
+        rows.append(f"{key:<{width}}  {shown}")
     return "\n".join(rows)

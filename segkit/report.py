@@ -6,6 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -14,11 +18,16 @@ import numpy as np
 from omegaconf import DictConfig
 
 from segkit import plots
+from segkit import tags as tag
 from segkit.data import Prepared
 from segkit.evaluation import Evaluation, evaluate, predict_batches
 from segkit.fileio import write_text
+from segkit.html_report import write_html
 from segkit.markdown import write_report
+from segkit.statistics import bootstrap_ci
+from segkit.summary import headline
 
+TITLE = "segkit evaluation report"
 # Metrics also reported at the threshold chosen on validation (prefix test_tuned_).
 TUNED_KEYS = ("mdice", "miou", "pixel_accuracy", "pixel_dice", "pixel_iou", "precision",
               "recall", "specificity", "f2")
@@ -80,16 +89,19 @@ def _figures(model: keras.Model, data: Prepared, cfg: DictConfig, results: dict,
         np.array([row["dice"] for row in test.per_image()]), out_dir / "dice_hist_test.png").name
     cases = _gallery_cases(model, data, test, ev.batch_size, ev.tta)
     figures["Best, median and worst test images"] = plots.plot_gallery(
-        cases, out_dir / "gallery_test.png").name
+        cases, out_dir / "gallery_test.png", threshold=test.threshold).name
     return figures
 
 
 def score(model: keras.Model, data: Prepared, ev: DictConfig) -> tuple[dict, float, dict]:
     """Per-split evaluations (validation, test), the threshold chosen on validation, and the
     flat metrics to log (``val_*``, ``test_*``, ``test_tuned_*``, ``test_fullres_*``)."""
+    samples = [data.samples[n] for n in data.names("test")]
+    edges = {"test": (samples, ev.nsd_tolerance)} if ev.boundary else {}
     results = {part: evaluate(model, data.images[part], data.masks[part], data.names(part),
                               split=f"{data.split.name}/{part}", threshold=ev.threshold,
-                              batch_size=ev.batch_size, bins=ev.bins, tta=ev.tta)
+                              batch_size=ev.batch_size, bins=ev.bins, tta=ev.tta,
+                              boundary=edges.get(part))
                for part in ("val", "test")}
     test = results["test"]
     chosen = results["val"].best_threshold() if ev.select_threshold else ev.threshold
@@ -105,6 +117,28 @@ def score(model: keras.Model, data: Prepared, ev: DictConfig) -> tuple[dict, flo
     return results, chosen, metrics
 
 
+def bootstrap_intervals(test: Evaluation, draws: int, seed: int) -> dict[str, float]:
+    """95% percentile-bootstrap intervals of the test mDice and mIoU, resampling images
+    (``test_mdice_ci_low`` ... ``test_miou_ci_high``); nothing when ``draws`` is 0."""
+    if not draws:
+        return {}
+    rows = test.per_image()
+    out = {}
+    for key, column in (("mdice", "dice"), ("miou", "iou")):
+        lo, hi = bootstrap_ci(np.array([r[column] for r in rows]), draws=draws, seed=seed)
+        out.update({f"test_{key}_ci_low": lo, f"test_{key}_ci_high": hi})
+    return out
+
+
+def _interval_note(metrics: Mapping[str, float], draws: int) -> list[str]:
+    if "test_mdice_ci_low" not in metrics:
+        return []
+    return [f"95% bootstrap intervals over test images ({draws:,} draws): mDice "
+            f"{metrics['test_mdice']:.4f} [{metrics['test_mdice_ci_low']:.4f}, "
+            f"{metrics['test_mdice_ci_high']:.4f}], mIoU {metrics['test_miou']:.4f} "
+            f"[{metrics['test_miou_ci_low']:.4f}, {metrics['test_miou_ci_high']:.4f}]"]
+
+
 def _notes(data: Prepared, ev: DictConfig, chosen: float) -> list[str]:
     sizes = data.split.sizes()
     notes = [f"split: {data.split.name}; train {sizes['train']}, validation {sizes['val']}, "
@@ -113,19 +147,45 @@ def _notes(data: Prepared, ev: DictConfig, chosen: float) -> list[str]:
              "(test_tuned_* metrics)",
              "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels",
              "test-time augmentation (flip averaging): " + ("on" if ev.tta else "off")]
+    if ev.boundary:
+        notes.append(f"HD95 / NSD: per test image at its original resolution, threshold "
+                     f"{ev.threshold}, NSD tolerance {ev.nsd_tolerance:g} px; both masks empty:"
+                     " HD95 0, NSD 1; one empty: HD95 undefined (left out of mhd95, counted "
+                     "in hd95_undefined), NSD 0")
     if not ev.plots:
         notes.append("figures: off (eval.plots=false)")
     return notes
 
 
+def describe_run(metrics: Mapping[str, float], undefined: Sequence[str]) -> str:
+    """The run's MLflow description (the note on its run page): the headline held-out
+    metrics and the command that made it."""
+    lines = [f"**Held-out test:** {headline(metrics)} (95% bootstrap intervals in brackets).",
+             "", f"Command: `{shlex.join(['python', *sys.argv])}`", "",
+             "Report: `evaluation/report.html` (figures embedded) and `evaluation/report.md`."]
+    if undefined:
+        lines += ["", f"Undefined on this data, not logged: {', '.join(undefined)}."]
+    return "\n".join(lines)
+
+
+def log_metrics(metrics: Mapping[str, float]) -> list[str]:
+    """Log the finite metrics; return the names of the undefined ones (NaN: e.g. AUC when
+    a split has no positive pixel), which are left out rather than logged as numbers."""
+    finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    mlflow.log_metrics(finite)
+    return sorted(set(metrics) - set(finite))
+
+
 def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out_dir: Path,
                         history: dict | None = None) -> dict[str, float]:
     """Score the validation carve-out and the held-out test split, choose the threshold on
-    validation, write plots, CSVs, metrics JSON and report.md to ``out_dir``, log them all
-    to the active MLflow run, and return the logged metrics."""
+    validation, write plots, CSVs, metrics JSON, report.md and a self-contained report.html
+    to ``out_dir``, log them all to the active MLflow run with a run description, and
+    return the metrics."""
     ev = cfg.eval
     out_dir.mkdir(parents=True, exist_ok=True)
     results, chosen, metrics = score(model, data, ev)
+    metrics.update(bootstrap_intervals(results["test"], ev.bootstrap_draws, cfg.seed))
     for part, r in results.items():
         _write_csv(r.per_image(), out_dir / f"{part}_per_image.csv")
     summary = {"splits": {p: r.split for p, r in results.items()}, "threshold": ev.threshold,
@@ -135,8 +195,14 @@ def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out
     val, test = results["val"], results["test"]
     table = {"validation": val.metrics, "test": test.metrics,
              f"test @ {chosen}": test.at(chosen)}
-    write_report(out_dir / "report.md", title="segkit evaluation report", metrics=table,
-                 plots=figures, notes=_notes(data, ev, chosen))
-    mlflow.log_metrics(metrics)
+    undefined = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    notes = _notes(data, ev, chosen) + _interval_note(metrics, ev.bootstrap_draws)
+    if undefined:
+        notes.append(f"undefined on this data (shown as –, not logged): {', '.join(undefined)}")
+    write_report(out_dir / "report.md", title=TITLE, metrics=table, plots=figures, notes=notes)
+    write_html(out_dir / "report.html", title=TITLE, metrics=table, notes=notes,
+               figures={c: out_dir / f for c, f in figures.items()})
+    log_metrics(metrics)
+    mlflow.set_tag(tag.NOTE, describe_run(metrics, undefined))
     mlflow.log_artifacts(str(out_dir), "evaluation")
     return metrics

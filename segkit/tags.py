@@ -6,6 +6,7 @@ from __future__ import annotations
 # MLflow's own
 PARENT = "mlflow.parentRunId"  # the UI nests child runs by it
 EXPERIMENT_KIND = "mlflow.experimentKind"  # custom_model_development: the model-training view
+NOTE = "mlflow.note.content"  # the run's description, shown on its page
 
 # a run
 RUN_DIR = "segkit.run_dir"  # its local folder: checkpoints, evaluation, TensorBoard

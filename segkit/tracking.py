@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,8 +16,9 @@ from urllib.parse import urlparse
 import mlflow
 import numpy as np
 
+from segkit import rundir
 from segkit import tags as tag  # `tags` is the name of run tags here
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, TrackingUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,33 +26,61 @@ PACKAGES = ("segkit", "tensorflow", "keras", "mlflow", "hydra-core", "omegaconf"
             "albumentations", "scikit-learn", "matplotlib", "pillow")
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI; None for any other store."""
+    if urlparse(uri).scheme != "sqlite" or not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
 def artifact_location(uri: str) -> str | None:
     """For a local sqlite store, keep artifacts beside the database (``<dir>/mlruns``) so they
     do not land in whatever folder the run happened to start in; servers decide themselves."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
-        return None
-    db = Path(uri[len("sqlite:///"):])
-    return (db.parent / "mlruns").resolve().as_uri()
+    db = sqlite_file(uri)
+    return None if db is None else (db.parent / "mlruns").resolve().as_uri()
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a sqlite store, ``<db>.lock`` held meanwhile: MLflow creates and migrates a fresh
+    store's tables when a process first opens it, and two processes doing that at once fail
+    (``table ... already exists``). Other stores (servers, databases) need no lock here."""
+    db = sqlite_file(uri)
+    if db is None or not db.absolute().parent.is_dir():  # MLflow names a missing folder
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(f"{db}.lock"):
+        yield
+
+
+def open_store(uri: str) -> None:
+    """Open the store at ``uri`` in this process (creating it once, under :func:`store_lock`)
+    before anything reads or writes it."""
+    with store_lock(uri):
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
 def setup_experiment(uri: str, name: str) -> str:
-    """Point MLflow at ``uri`` and return the id of experiment ``name``, creating it if needed."""
+    """Point MLflow at ``uri`` and return the id of experiment ``name``, creating it if
+    needed; the store and the experiment are created under :func:`store_lock`."""
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(
-            name, artifact_location=artifact_location(uri),
-            # Opens the model-training view (runs table) instead of the GenAI one in MLflow 3.
-            tags={tag.EXPERIMENT_KIND: "custom_model_development"},
-        )
-    except mlflow.exceptions.MlflowException:  # another process created it meanwhile
-        created = mlflow.get_experiment_by_name(name)
-        if created is None:
-            raise
-        return str(created.experiment_id)
+    with store_lock(uri):
+        experiment = mlflow.get_experiment_by_name(name)  # opens (or creates) the store
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return mlflow.create_experiment(
+                name, artifact_location=artifact_location(uri),
+                # Opens the model-training view (runs table) instead of the GenAI one.
+                tags={tag.EXPERIMENT_KIND: "custom_model_development"},
+            )
+        except mlflow.exceptions.MlflowException:  # another process created it meanwhile
+            created = mlflow.get_experiment_by_name(name)
+            if created is None:
+                raise
+            return str(created.experiment_id)
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
@@ -107,30 +137,118 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def is_reachable(uri: str, timeout: float = 3.0) -> bool:
+    """Whether an http(s) tracking server answers ``/health`` within ``timeout`` seconds
+    (always True for a local store)."""
+    try:
+        check_reachable(uri, timeout)
+    except ConfigError:
+        return False
+    return True
+
+
+# MLflow's defaults (7 retries with a backoff factor of 2, 120 s per request) wait about 4
+# minutes on each call to a server that is gone; a run goes on without it instead.
+def bound_http(uri: str, timeout: int = 30, retries: int = 2) -> None:
+    """For an http(s) tracking URI, bound each MLflow request (``tracking.http_timeout``
+    seconds, ``tracking.http_retries`` retries, backoff 1 s, 2 s, ...): a server that stops
+    answering costs seconds, not minutes. MLflow reads these variables at every request."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    if not (int(timeout) >= 1 and 0 <= int(retries) <= 10):  # MLflow refuses more than 10
+        raise ConfigError(f"tracking.http_timeout={timeout} must be >= 1 and "
+                          f"tracking.http_retries={retries} within 0..10")
+    os.environ.update({"MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout)),
+                       "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(retries)),
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
+    # urllib3 warns at each retry (several lines per call): segkit says once what happened.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why an MLflow request failed, in a few words (its messages run to hundreds of
+    characters: the URL, the pool, the retry count)."""
+    text = str(exc)
+    for marker, short in (("Connection refused", "connection refused"),
+                          ("timed out", "timed out"), ("Max retries exceeded", "no answer")):
+        if marker in text:
+            return short
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:160]
+
+
+def detach_run() -> None:
+    """Forget the active run in this process without a word to the server (which is gone):
+    the run stays RUNNING there until ``segkit sync`` or a resume ends it. Private MLflow
+    state: its only public way, ``end_run``, talks to the server, and a run left active
+    would be ended FINISHED by MLflow's exit handler."""
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()  # noqa: SLF001
+    if stack:
+        stack.pop()
+    MLFLOW_RUN_ID.unset()
+
+
+def _end_run(uri: str, run: mlflow.ActiveRun, status: str) -> None:
+    """End the active run with ``status``; when the server does not answer, the run is
+    left to ``segkit sync`` (FINISHED: TrackingUnavailable) or just warned about."""
+    try:
+        mlflow.end_run(status)  # takes the run off the local stack before it calls the server
+    except Exception as exc:
+        if is_reachable(uri):
+            raise
+        if status == "FINISHED":
+            raise TrackingUnavailable(uri, run.data.tags.get(tag.RUN_DIR, "its run folder"),
+                                      run.info.run_id) from None
+        log.warning("tracking server %s unreachable (%s): run %s could not be marked %s "
+                    "there", uri, failure_reason(exc), run.info.run_id, status)
+
+
+def _fail(uri: str, run: mlflow.ActiveRun, exc: BaseException) -> None:
+    """Tag the run with the error and end it FAILED, or warn when the server is gone."""
+    try:
+        mlflow.set_tag(tag.ERROR, f"{type(exc).__name__}: {exc}"[:tag.MAX_TAG])
+    except Exception:
+        if is_reachable(uri):
+            raise
+        detach_run()
+        log.warning("tracking server %s unreachable: run %s stays RUNNING there", uri,
+                    run.info.run_id)
+        return
+    _end_run(uri, run, "FAILED")
+
+
 @contextmanager
 def start_run(uri: str, experiment: str, run_name: str | None = None,
               tags: Mapping[str, str] | None = None,
               run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, or FAILED (with the error as a tag) when the body
-    raises, or KILLED on Ctrl-C / SIGTERM. ``run_id`` reopens an existing run (resume)."""
+    raises, or KILLED on Ctrl-C / SIGTERM. ``run_id`` reopens an existing run (resume).
+    A server gone by then costs one bounded wait: the run stays RUNNING there, and a
+    FINISHED body raises TrackingUnavailable (``segkit sync`` ends it)."""
     experiment_id = setup_experiment(uri, experiment)
-    opened = (mlflow.start_run(run_id=run_id, log_system_metrics=False) if run_id else
-              mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                               tags=dict(tags or {}), log_system_metrics=False))
-    with opened as run:
-        try:
-            yield run
-        except KeyboardInterrupt:
-            mlflow.end_run("KILLED")
-            raise
-        except Exception as exc:
-            mlflow.set_tag(tag.ERROR, f"{type(exc).__name__}: {exc}"[:tag.MAX_TAG])
-            raise
+    run = (mlflow.start_run(run_id=run_id, log_system_metrics=False) if run_id else
+           mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                            tags=dict(tags or {}), log_system_metrics=False))
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _end_run(uri, run, "KILLED")
+        raise
+    except TrackingUnavailable:
+        detach_run()  # nothing more to tell a server that is gone
+        raise
+    except BaseException as exc:
+        _fail(uri, run, exc)
+        raise
+    _end_run(uri, run, "FINISHED")
 
 
 # Keys that do not change what a run computes: left out of its config hash.
 _HASH_EXCLUDED = ("paths", "hydra", "tracking.run_name", "trainer.resume", "trainer.verbose",
-                  "sweep")
+                  "sweep", "verbose", "tracking.http_timeout", "tracking.http_retries")
 
 
 def config_hash(config: Mapping) -> str:
@@ -152,38 +270,70 @@ def config_hash(config: Mapping) -> str:
 RESUMABLE = ("KILLED", "FAILED", "RUNNING")
 
 
-def find_resumable(experiment_id: str, resume: str, chash: str) -> tuple[str, Path] | None:
-    """``trainer.resume``: the run to continue and its run folder. ``auto`` picks the latest
-    interrupted run with the same config hash (None when there is none); a run id must name
-    an interrupted run of this experiment."""
+def find_resumable(experiment_id: str, resume: str,
+                   chash: str) -> tuple[str, Path, str] | None:
+    """``trainer.resume``: the run to continue, its run folder and why it was taken. ``auto``
+    picks the latest interrupted run with the same config hash (None when there is none); a
+    run id must name an interrupted run of this experiment. A run whose folder's lock a live
+    process holds (:mod:`segkit.rundir`) is never taken: ``auto`` passes over it, a run id
+    is a ConfigError. The run taken is claimed: this process holds its lock from now on."""
     client = mlflow.MlflowClient()
     if resume == "auto":
-        found = client.search_runs(
-            [experiment_id], f"tags.`{tag.CONFIG_HASH}` = '{chash}'",
-            order_by=["attributes.start_time DESC"], max_results=20)
-        runs = [r for r in found if r.info.status in RESUMABLE
-                and tag.RUN_DIR in r.data.tags]
-        if not runs:
-            log.info("trainer.resume=auto: no interrupted run of this config; starting anew")
-            return None
-        run = runs[0]
-    else:
-        try:
-            run = client.get_run(resume)
-        except mlflow.exceptions.MlflowException:
-            raise ConfigError(f"trainer.resume={resume}: no such MLflow run in the tracking "
-                              "store: copy the id from the interrupted run's log or the UI"
-                              ) from None
-        if run.info.experiment_id != experiment_id:
-            raise ConfigError(f"trainer.resume={resume} belongs to another experiment: set "
-                              "tracking.experiment to the run's experiment")
-        if run.info.status not in RESUMABLE:
-            raise ConfigError(f"trainer.resume={resume}: the run is {run.info.status}, "
-                              "nothing to resume: start a new run without trainer.resume")
-        if tag.RUN_DIR not in run.data.tags:
-            raise ConfigError(f"trainer.resume={resume}: the run has no segkit.run_dir tag "
-                              "(not a segkit training run)")
-    return run.info.run_id, Path(run.data.tags[tag.RUN_DIR])
+        return _take_latest(client, experiment_id, chash)
+    run = _named_run(client, experiment_id, resume)
+    run_dir = Path(run.data.tags[tag.RUN_DIR])
+    pid = rundir.claim(run_dir)
+    if pid is not None:
+        raise ConfigError(f"trainer.resume={resume}: run {resume} is still running in process "
+                          f"{pid or '?'} (lock {rundir.lock_path(run_dir)}): wait for it or "
+                          "stop it")
+    return run.info.run_id, run_dir, f"named by trainer.resume, {_why(run)}"
+
+
+def _why(run) -> str:
+    return (f"{run.info.status} in MLflow and its process is gone (no live process holds "
+            f"{rundir.lock_path(Path(run.data.tags[tag.RUN_DIR]))})")
+
+
+def _take_latest(client, experiment_id: str, chash: str) -> tuple[str, Path, str] | None:
+    """``trainer.resume=auto``: claim the latest interrupted run of config hash ``chash``
+    that no live process holds."""
+    found = client.search_runs(
+        [experiment_id], f"tags.`{tag.CONFIG_HASH}` = '{chash}'",
+        order_by=["attributes.start_time DESC"], max_results=20)
+    runs = [r for r in found if r.info.status in RESUMABLE and tag.RUN_DIR in r.data.tags]
+    for run in runs:
+        run_dir = Path(run.data.tags[tag.RUN_DIR])
+        pid = rundir.claim(run_dir)
+        if pid is None:
+            return (run.info.run_id, run_dir,
+                    f"the latest interrupted run of this config, {_why(run)}")
+        log.info("trainer.resume=auto: not taking run %s: still running in process %s "
+                 "(lock %s)", run.info.run_id, pid or "?", rundir.lock_path(run_dir))
+    log.info("trainer.resume=auto: no interrupted run of this config%s; starting anew",
+             " that no live process holds" if runs else "")
+    return None
+
+
+def _named_run(client, experiment_id: str, resume: str):
+    """The run ``trainer.resume=<id>`` names, checked: of this experiment, interrupted, and
+    a segkit training run."""
+    try:
+        run = client.get_run(resume)
+    except mlflow.exceptions.MlflowException:
+        raise ConfigError(f"trainer.resume={resume}: no such MLflow run in the tracking "
+                          "store: copy the id from the interrupted run's log or the UI"
+                          ) from None
+    if run.info.experiment_id != experiment_id:
+        raise ConfigError(f"trainer.resume={resume} belongs to another experiment: set "
+                          "tracking.experiment to the run's experiment")
+    if run.info.status not in RESUMABLE:
+        raise ConfigError(f"trainer.resume={resume}: the run is {run.info.status}, "
+                          "nothing to resume: start a new run without trainer.resume")
+    if tag.RUN_DIR not in run.data.tags:
+        raise ConfigError(f"trainer.resume={resume}: the run has no segkit.run_dir tag "
+                          "(not a segkit training run)")
+    return run
 
 
 def log_run_context(config: Mapping, root: Path, hydra_dir: Path | None) -> None:

@@ -1,34 +1,28 @@
-"""Shared fixtures: small datasets made on the fly, a few real Kvasir-SEG pairs, configs."""
+"""Shared fixtures: small datasets made on the fly, a few real Kvasir-SEG pairs, configs, one
+MLflow tracking server and one trained smoke run per session. Helpers (paths, data makers,
+subprocess runners) live in tests/helpers."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers import (
+    ROOT,
+    SHARED_KVASIR,
+    SMOKE_ARGS,
+    Job,
+    SmokeRun,
+    cli_env,
+    start_early,
+    start_mlflow_server,
+    write_pair,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_KVASIR = ROOT.parent / "shared" / "data" / "kvasir-seg"
-
-
-def write_pair(root: Path, name: str, size=(40, 32), *, ext=".jpg", mask_ext=".jpg",
-               seed: int = 0) -> None:
-    """A random RGB image and a rectangle mask (0/255) of ``size`` (w, h) under root."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
-        root / "images" / f"{name}{ext}")
-    mask = np.zeros((h, w), np.uint8)
-    mask[h // 4: h // 2, w // 4: w // 2] = 255
-    Image.fromarray(mask).save(root / "masks" / f"{name}{mask_ext}")
 
 
 @pytest.fixture
@@ -64,6 +58,13 @@ def real_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory) -> Path:
+    """One data.cache_dir for every run on real_root: decoded once, then read (the cache is
+    safe to share between processes, see test_two_processes_preparing_one_cache_agree)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
 def compose_cfg():
     """Compose conf/ with overrides, the way run.py does (without starting a Hydra job)."""
@@ -80,51 +81,54 @@ def compose_cfg():
     return _compose
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
+# ----------------------------------------------------------- shared server and smoke run
+@pytest.fixture(scope="session")
+def _mlflow_server_started(tmp_path_factory):
+    """The session's `mlflow server`, started (not yet answering); see mlflow_server."""
+    tmp = tmp_path_factory.mktemp("server")
+    with start_mlflow_server(tmp, "--artifacts-destination", str(tmp / "art")) as server:
+        yield server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+@pytest.fixture(scope="session")
+def mlflow_server(_mlflow_server_started) -> str:
+    """URL of one `mlflow server` on 127.0.0.1 for the session, artifacts proxied by the
+    server into a temp folder (as the team setup in docs/ does with an object store). Tests
+    sharing it log to experiments of their own."""
+    return _mlflow_server_started.wait_healthy()
 
 
-@contextmanager
-def mlflow_server_at(folder: Path, *artifact_args: str):
-    """`mlflow server` on 127.0.0.1 with a sqlite store in ``folder`` (``artifact_args``:
-    how it stores artifacts), yielding its URL once /health answers; stopped afterwards."""
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+@pytest.fixture(scope="session")
+def _smoke_run_started(real_root, smoke_cache, tmp_path_factory):
+    """The smoke training process, started; see smoke_run."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    job = Job.run_py(*SMOKE_ARGS, f"hydra.run.dir={tmp}/out", f"data.cache_dir={smoke_cache}",
+                     env=cli_env(uri=uri, data=real_root))
+    yield job, uri, tmp / "out", smoke_cache
+    job.kill()
 
-    port = free_port()
-    log = open(folder / "server.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-         f"sqlite:///{folder}/server.db", *artifact_args,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+
+@pytest.fixture(scope="session")
+def smoke_run(_smoke_run_started) -> SmokeRun:
+    """One real CLI smoke training run for the whole session, logged to its own sqlite
+    store. Tests only read it: anything that kills, resumes or reconfigures a run trains
+    its own."""
+    from mlflow.tracking import MlflowClient
+
+    job, uri, out, cache = _smoke_run_started
+    res = job.wait(timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
+    assert len(runs) == 1
+    (run,) = runs
+    return SmokeRun(uri=uri, run=run, run_id=run.info.run_id,
+                    model_uri=run.data.tags["segkit.model_uri"], run_dir=out, cache=cache)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_session_resources_early(request):
+    """The smoke training and the tracking server start when the session begins, if a
+    selected test needs them, so that they are ready (or nearly) when it comes."""
+    start_early(request, "_smoke_run_started", "_mlflow_server_started")

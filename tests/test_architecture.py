@@ -4,13 +4,12 @@ them, no cycles), config checks free of TensorFlow, short functions, one error m
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, run_python
+
 PACKAGE = ROOT / "segkit"
 # Leaf packages and modules, and the only segkit modules each may import.
 LEAVES = {
@@ -86,9 +85,9 @@ def test_the_import_graph_has_no_cycle():
 
 def _imported_after(code: str) -> set[str]:
     script = code + "\nimport sys\nprint(' '.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         cwd=ROOT, check=True, timeout=120)
-    return set(out.stdout.split())
+    res = run_python(script, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return set(res.stdout.split())
 
 
 def test_errors_models_losses_import_no_config_tracking_or_experiment():

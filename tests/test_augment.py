@@ -10,7 +10,7 @@ from segkit.data.augment import ALLOWED, build_compose, tf_augment
 from segkit.data.augmentations import AUGMENTATIONS
 from segkit.data.pipeline import make_dataset
 from segkit.errors import ConfigError
-from tests.conftest import ROOT
+from tests.helpers import ROOT, random_data
 
 CONFIGS = sorted((ROOT / "conf" / "augment").glob("*.yaml"))
 SPATIAL = {"HorizontalFlip", "VerticalFlip", "RandomRotate90", "Affine", "OneOf",
@@ -18,14 +18,8 @@ SPATIAL = {"HorizontalFlip", "VerticalFlip", "RandomRotate90", "Affine", "OneOf"
 
 
 def _data(n: int = 16, size: int = 64):
-    """Random images and blobby masks; uint8 like the cached arrays."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    masks = np.zeros((n, size, size, 1), np.uint8)
-    for i in range(n):
-        r, c = rng.integers(1, size // 2, 2)
-        masks[i, r: r + size // 3, c: c + size // 4] = 1
-    return images, masks
+    """Random images and rectangle masks; uint8 like the cached arrays."""
+    return random_data(n, size)
 
 
 def _batches(ds):

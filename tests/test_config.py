@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from segkit.config import validate
 from segkit.errors import ConfigError
 from segkit.trainer import check_batch_size
-from tests.conftest import ROOT
+from tests.helpers import ROOT, cli_env, run_py
 
 
 def test_default_config_is_the_reference_shape_and_valid(compose_cfg):
@@ -69,14 +67,7 @@ def test_batch_larger_than_training_set():
     check_batch_size(10, 10)
 
 
-def _run_cli(*args, env_extra=None, tmp_path=None):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/never.db",
-           **(env_extra or {})}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args,
-                           f"hydra.run.dir={tmp_path}/out"],
-                          capture_output=True, text=True, env=env, timeout=300)
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("override, expected", [
     ("model.filter=32", "error: model.filter is not a config key (did you mean filters?)"),
     ("loss=focalish", "error: loss=focalish is not an option (did you mean focal?): use one "
@@ -84,7 +75,8 @@ def _run_cli(*args, env_extra=None, tmp_path=None):
     ("model.depth=0", "error: model.depth=0 must be >= 1"),
 ])
 def test_cli_rejects_before_any_work(tmp_path, override, expected):
-    res = _run_cli(override, "data.root=/nonexistent", tmp_path=tmp_path)
+    res = run_py(override, "data.root=/nonexistent", f"hydra.run.dir={tmp_path}/out",
+                 env=cli_env(uri=f"sqlite:///{tmp_path}/never.db"), timeout=300)
     assert res.returncode == 2
     assert expected in res.stderr
     assert len((res.stdout + res.stderr).strip().splitlines()) == 1  # one line, nothing else

@@ -3,14 +3,13 @@ the file, line and column) and the fix, exit 2, no MLflow store touched."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, cli_env, run_py
+
+pytestmark = pytest.mark.e2e  # each test starts run.py
 
 
 def _run(tmp_path: Path, *args: str, conf_file: tuple[str, str] | None = None):
@@ -21,10 +20,8 @@ def _run(tmp_path: Path, *args: str, conf_file: tuple[str, str] | None = None):
         written = ROOT / "conf" / conf_file[0]
         written.write_text(conf_file[1])
     try:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/never.db"}
-        return subprocess.run([sys.executable, str(ROOT / "run.py"), *args,
-                               "data.root=/nonexistent", f"hydra.run.dir={tmp_path}/out"],
-                              capture_output=True, text=True, env=env, timeout=120)
+        return run_py(*args, "data.root=/nonexistent", f"hydra.run.dir={tmp_path}/out",
+                      env=cli_env(uri=f"sqlite:///{tmp_path}/never.db"), timeout=120)
     finally:
         if written is not None:
             written.unlink()

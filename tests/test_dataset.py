@@ -8,7 +8,7 @@ from PIL import Image
 
 from segkit.data.cache import load_arrays
 from segkit.data.dataset import DataError, decode_all, discover, load_mask
-from tests.conftest import write_pair
+from tests.helpers import write_pair
 
 
 def test_pairs_by_stem_sorted(synthetic_root):

@@ -5,12 +5,8 @@ model into one MLflow run, the cluster launcher presets and tracking=server."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
-import time
 
 import keras
 import mlflow
@@ -22,22 +18,31 @@ from mlflow.tracking import MlflowClient
 from segkit.config import validate
 from segkit.errors import ConfigError
 from segkit.trainer import scaled_lr
-from tests.conftest import ROOT, free_port, mlflow_server_at
+from tests.helpers import (
+    ROOT,
+    Job,
+    cli_env,
+    free_port,
+    random_data,
+    restored_tracking_uri,
+    start_early,
+)
 
 
 @pytest.fixture(autouse=True)
 def _restore_tracking_uri():
-    """Tests here point MLflow's global tracking URI (and, through it, os.environ) at a
-    server that stops afterwards: put both back for the tests that follow."""
-    from mlflow.tracking._tracking_service import utils
+    """Tests here point MLflow's global tracking URI (and, through it, os.environ) at the
+    session's server: put both back for the tests that follow."""
+    with restored_tracking_uri():
+        yield
 
-    before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    mlflow.set_tracking_uri(before)
-    if env is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = env
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_processes_early(request):
+    """The subprocess checks below (mirrored, sharding, the server runs) are independent:
+    those the selected tests need start together with the module and run alongside the
+    in-process tests; each test then waits for its own."""
+    start_early(request, "mirrored_job", "shard_jobs", "server_jobs")
 
 
 def _tf_config(ports: list[int], index: int) -> str:
@@ -102,16 +107,6 @@ def test_lr_scaling_chief_and_global_batch():
 
 
 # ----------------------------------------------------- custom loop == model.fit (one device)
-def _arrays(n: int, size: int, seed: int):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-    masks = np.zeros((n, size, size, 1), np.uint8)
-    for i in range(n):
-        r, c = rng.integers(0, size // 2, 2)
-        masks[i, r:r + size // 2, c:c + size // 3] = 1
-    return images, masks
-
-
 class Recorder(keras.callbacks.Callback):
     """Keeps every epoch's logs with the learning rate, and the train begin/end calls."""
 
@@ -130,6 +125,7 @@ class Recorder(keras.callbacks.Callback):
         self.events.append("train_end")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("schedule", ["cosine", "plateau"])
 def test_custom_loop_equals_model_fit(compose_cfg, tmp_path, schedule):
     """From the same initial weights on the same batches (no shuffle, no augmentation), the
@@ -144,8 +140,8 @@ def test_custom_loop_equals_model_fit(compose_cfg, tmp_path, schedule):
     cfg = compose_cfg("debug=smoke", "data.image_size=32", f"schedule={schedule}",
                       "trainer.epochs=3",
                       *(["schedule.patience=0"] if schedule == "plateau" else []))
-    images, masks = _arrays(8, 32, 0)
-    vimages, vmasks = _arrays(4, 32, 1)
+    images, masks = random_data(8, 32, seed=0)
+    vimages, vmasks = random_data(4, 32, seed=1)
     keras.utils.set_random_seed(0)
     a = build_compiled(cfg, "float32", 2)
     b = build_compiled(cfg, "float32", 2)
@@ -180,6 +176,7 @@ def test_custom_loop_equals_model_fit(compose_cfg, tmp_path, schedule):
     assert [e["lr"] for e in rec_b.epochs] == [e["lr"] for e in rec_a.epochs]
 
 
+@pytest.mark.e2e
 def test_custom_loop_stops_when_a_callback_says_so(compose_cfg):
     from segkit.callbacks import TimeLimit
     from segkit.data.pipeline import make_dataset
@@ -187,7 +184,7 @@ def test_custom_loop_stops_when_a_callback_says_so(compose_cfg):
     from segkit.experiment import build_compiled
 
     cfg = compose_cfg("debug=smoke", "data.image_size=32", "trainer.epochs=5")
-    images, masks = _arrays(4, 32, 0)
+    images, masks = random_data(4, 32)
     model = build_compiled(cfg, "float32", 1)
     rec, limit = Recorder(), TimeLimit(minutes=1e-9)
     custom_fit(model, make_dataset(images, masks, 4, training=False),
@@ -210,14 +207,14 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from segkit.experiment import build_compiled, run_experiment
     from segkit.data.pipeline import make_dataset
     from segkit.distribute import custom_fit
-    from tests.test_distribute import _arrays
+    from tests.helpers import random_data
 
     root, data_root, tmp = sys.argv[1:4]
     register_resolvers(__import__("pathlib").Path(root))
     with initialize_config_dir(config_dir=root + "/conf", version_base="1.3"):
         cfg = compose("config", overrides=["debug=smoke", "data.image_size=32",
                                            "schedule=cosine", "trainer.epochs=2"])
-    images, masks = _arrays(8, 32, 0)
+    images, masks = random_data(8, 32)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     keras.utils.set_random_seed(0)
     one = build_compiled(cfg, "float32", 2)
@@ -244,21 +241,30 @@ MIRRORED_SCRIPT = textwrap.dedent("""
             "debug=smoke", "trainer.strategy=mirrored", "trainer.lr_scaling=linear",
             f"data.root={data_root}", f"data.cache_dir={tmp}/cache",
             f"tracking.uri=sqlite:///{tmp}/mlflow.db", "split.val_fraction=0.34",
-            "callbacks.tensorboard.enabled=false", "trainer.precision=float32"])
+            "callbacks.tensorboard.enabled=false", "eval.plots=false",
+            "trainer.precision=float32"])
     result["objective"] = run_experiment(cfg, root=__import__("pathlib").Path(root),
                                          run_dir=__import__("pathlib").Path(tmp) / "out")
     print("RESULT " + json.dumps(result))
 """)
 
 
+@pytest.fixture(scope="module")
+def mirrored_job(real_root, tmp_path_factory):
+    """MIRRORED_SCRIPT, started; (job, its folder)."""
+    tmp = tmp_path_factory.mktemp("mirrored")
+    job = Job.python(MIRRORED_SCRIPT, ROOT, real_root, tmp)
+    yield job, tmp
+    job.kill()
+
+
 @pytest.mark.e2e
-def test_mirrored_on_two_logical_cpus(real_root, tmp_path):
+def test_mirrored_on_two_logical_cpus(mirrored_job):
     """With 2 replicas: model.fit and the custom loop give the same weights; mirrored fit
     equals one-device fit up to float summation order; a smoke run with
     trainer.strategy=mirrored trains, logs and evaluates end to end."""
-    res = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), str(real_root),
-                          str(tmp_path)], capture_output=True, text=True, timeout=900,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    job, tmp_path = mirrored_job
+    res = job.wait(timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     result = json.loads(res.stdout.split("RESULT ", 1)[1])
     print(json.dumps({k: v for k, v in result.items() if k != "logs"}))
@@ -309,22 +315,28 @@ SHARD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.fixture(scope="module")
+def shard_jobs(tmp_path_factory):
+    """SHARD_SCRIPT as two workers on 127.0.0.1, started; (jobs, their folder)."""
+    tmp = tmp_path_factory.mktemp("shard")
+    ports = ",".join(str(free_port()) for _ in range(2))
+    jobs = [Job.python(SHARD_SCRIPT, i, ports, tmp, merge=True) for i in range(2)]
+    yield jobs, tmp
+    for job in jobs:
+        job.kill()
+
+
 @pytest.mark.e2e
-def test_multi_worker_sharding_splits_each_global_batch(tmp_path):
+def test_multi_worker_sharding_splits_each_global_batch(shard_jobs):
     """Under multi_worker every worker reads the same shuffled, augmented pipeline and keeps
     its half of each global batch: the two shares together are exactly the batches one
     process sees, epoch after epoch (reshuffled and re-augmented alike), nothing dropped or
     seen twice. (So the 2-worker vs 1-process difference in the test below is float
     summation order, not data.)"""
-    ports = ",".join(str(free_port()) for _ in range(2))
-    procs = [subprocess.Popen([sys.executable, "-c", SHARD_SCRIPT, str(i), ports,
-                               str(tmp_path)], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT),
-                                   "TF_CPP_MIN_LOG_LEVEL": "2"}) for i in range(2)]
-    for proc in procs:
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out[-3000:]
+    jobs, tmp_path = shard_jobs
+    for job in jobs:
+        res = job.wait(timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:]
 
     def arrays(name):
         with np.load(tmp_path / f"{name}.npz") as f:
@@ -348,25 +360,14 @@ def test_multi_worker_sharding_splits_each_global_batch(tmp_path):
 
 
 # ---------------------------------------------------------------- shared tracking server
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1, artifacts proxied by the server into a temp folder (as
-    the team setup in the README does with an object store)."""
-    tmp = tmp_path_factory.mktemp("server")
-    with mlflow_server_at(tmp, "--artifacts-destination", str(tmp / "art")) as url:
-        yield url
-
-
 # The same smoke training for the single process and the two workers: float32 and op
 # determinism, so the only difference left is how each step's batch is split.
 COMMON = ("debug=smoke", "eval.plots=false", "tracking=server", "split.val_fraction=0.34",
           "trainer.precision=float32", "trainer.deterministic=true")
 
 
-def _run(args, env, out, timeout=900):
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *COMMON, *args,
-                             f"hydra.run.dir={out}"], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def _start(args, env, out) -> Job:
+    return Job.run_py(*COMMON, *args, f"hydra.run.dir={out}", env=env, cwd=ROOT, merge=True)
 
 
 def _one_run(uri: str, experiment: str):
@@ -377,19 +378,34 @@ def _one_run(uri: str, experiment: str):
 
 
 @pytest.fixture(scope="module")
-def single_run(mlflow_server, real_root, tmp_path_factory):
-    """One process, default strategy, global batch 4, logged to the server."""
-    tmp = tmp_path_factory.mktemp("single")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
-           "SEGKIT_DATA_DIR": str(real_root)}
+def server_jobs(mlflow_server, real_root, smoke_cache, tmp_path_factory):
+    """Started at once, all logging to the session's tracking server: one process (default
+    strategy, global batch 4; experiment dist-single) and two processes on 127.0.0.1 with
+    trainer.strategy=multi_worker (1 replica each, global batch 4 = 2 per worker;
+    experiment dist-multi). Returns (single job, worker jobs, their folder)."""
+    tmp = tmp_path_factory.mktemp("dist")
+    env = cli_env(uri=mlflow_server, data=real_root)
     env.pop("TF_CONFIG", None)
-    start = time.perf_counter()
-    proc = _run(["tracking.experiment=dist-single", f"data.cache_dir={tmp}/cache"], env,
-                tmp / "out")
-    output, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, output[-4000:]
+    single = _start(["tracking.experiment=dist-single", f"data.cache_dir={smoke_cache}"], env,
+                    tmp / "single")
+    ports = [free_port(), free_port()]
+    workers = [_start(["trainer.strategy=multi_worker", "tracking.experiment=dist-multi",
+                       f"data.cache_dir={smoke_cache}"],
+                      {**env, "TF_CONFIG": _tf_config(ports, index)}, tmp / f"w{index}")
+               for index in (0, 1)]
+    yield single, workers, tmp
+    for job in (single, *workers):
+        job.kill()
+
+
+@pytest.fixture(scope="module")
+def single_run(mlflow_server, server_jobs):
+    """The single process's finished run and its seconds."""
+    single, _, _ = server_jobs
+    res = single.wait(timeout=900)
+    assert res.returncode == 0, res.stdout[-4000:]
     (run,) = _one_run(mlflow_server, "dist-single")
-    return run, time.perf_counter() - start
+    return run, single.seconds
 
 
 @pytest.mark.e2e
@@ -410,29 +426,16 @@ def test_smoke_run_against_a_tracking_server(mlflow_server, single_run):
 
 
 @pytest.mark.e2e
-def test_two_workers_train_one_model_into_one_run(mlflow_server, single_run, real_root,
-                                                  tmp_path):
+def test_two_workers_train_one_model_into_one_run(mlflow_server, server_jobs, single_run):
     """Two processes on 127.0.0.1 with trainer.strategy=multi_worker (1 replica each, global
     batch 4 = 2 per worker) produce one MLflow run and one model, only from the chief, and
     the same metrics as one process with the same global batch."""
-    ports = [free_port(), free_port()]
-    procs = []
-    start = time.perf_counter()
-    for index in (0, 1):
-        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
-               "SEGKIT_DATA_DIR": str(real_root), "TF_CONFIG": _tf_config(ports, index)}
-        procs.append(_run(["trainer.strategy=multi_worker", "tracking.experiment=dist-multi",
-                           f"data.cache_dir={tmp_path}/cache"], env, tmp_path / f"w{index}"))
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=900)[0])
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    seconds = time.perf_counter() - start
-    for proc, output in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, output[-4000:]
+    _, workers, folder = server_jobs
+    results = [job.wait(timeout=900) for job in workers]
+    seconds = max(job.seconds for job in workers)
+    outputs = [res.stdout for res in results]
+    for res in results:
+        assert res.returncode == 0, res.stdout[-4000:]
     digests = [re.findall(r"weights after training: sha256 (\w+)", out) for out in outputs]
     assert len(digests[0]) == 1 and digests[0] == digests[1]  # both workers: same weights
     runs = _one_run(mlflow_server, "dist-multi")
@@ -449,8 +452,8 @@ def test_two_workers_train_one_model_into_one_run(mlflow_server, single_run, rea
                                          output_format="list")
     assert len(models) == 1 and models[0].source_run_id == run.info.run_id
     # only the chief's run folder has checkpoints
-    assert (tmp_path / "w0" / "checkpoints" / "best.keras").is_file()
-    assert not (tmp_path / "w1" / "checkpoints").exists()
+    assert (folder / "w0" / "checkpoints" / "best.keras").is_file()
+    assert not (folder / "w1" / "checkpoints").exists()
     history = client.get_metric_history(run.info.run_id, "loss")
     assert [h.step for h in history] == [0, 1]
 

@@ -10,6 +10,7 @@ from PIL import Image
 from segkit.data.dataset import Sample
 from segkit.evaluation import evaluate
 from segkit.metrics import confusion_counts, summarize
+from tests.helpers import random_data
 
 
 def red_channel_model(size: int) -> keras.Model:
@@ -23,10 +24,8 @@ def red_channel_model(size: int) -> keras.Model:
 
 
 def data(n=5, size=8, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    masks = (rng.random((n, size, size, 1)) < 0.4).astype(np.uint8)
-    return images, masks
+    """Random images and masks of scattered pixels (40 % foreground)."""
+    return random_data(n, size, seed=seed, masks="noise")
 
 
 def test_metrics_equal_direct_computation_at_any_grid_threshold():
@@ -95,8 +94,7 @@ def test_tta_averages_the_flipped_predictions():
 
     from segkit.evaluation import predict_batches
 
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    images, _ = random_data(3, 8)
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(
         keras.layers.Rescaling(1 / 255)(inputs)))
@@ -108,3 +106,34 @@ def test_tta_averages_the_flipped_predictions():
     (_, tta), = predict_batches(model, images, 8, tta=True)
     np.testing.assert_allclose(tta, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(tta, plain, atol=1e-4)  # a random 3x3 kernel is not flip-symmetric
+
+
+def test_boundary_metrics_are_scored_at_the_original_resolution(tmp_path):
+    """A 40x40 image whose red left half is predicted; its truth mask is the left 16
+    columns: at the original resolution the predicted edge is 4 px from the true one."""
+    from segkit.boundary import boundary_scores
+    from segkit.data.dataset import load_mask
+    from segkit.evaluation import resize_probs
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, :20, 0] = 255
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, :16] = 255
+    for sub, arr in (("images", img), ("masks", mask)):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(arr).save(tmp_path / sub / "a.png")
+    sample = Sample("a", tmp_path / "images" / "a.png", tmp_path / "masks" / "a.png")
+    small = np.asarray(Image.fromarray(img).resize((8, 8), Image.Resampling.NEAREST))[None]
+    small_masks = (small[..., :1] > 127).astype(np.uint8)
+    model = red_channel_model(8)
+    res = evaluate(model, small, small_masks, ["a"], split="x", boundary=([sample], 2.0))
+    prob = resize_probs(model.predict_on_batch(small.astype(np.float32))[0, ..., 0], (40, 40))
+    expected = boundary_scores(prob >= 0.5, load_mask(sample.mask)[..., 0] > 0, 2.0)
+    (row,) = res.per_image()
+    assert (row["hd95"], row["nsd"]) == pytest.approx(expected)
+    assert row["hd95"] == pytest.approx(4.0)  # the vertical edges, 4 px apart
+    assert res.metrics["mhd95"] == pytest.approx(expected[0])
+    assert res.metrics["mnsd"] == pytest.approx(expected[1])
+    assert res.metrics["hd95_undefined"] == 0
+    plain = evaluate(model, small, small_masks, ["a"], split="x")
+    assert "hd95" not in plain.per_image()[0] and "mhd95" not in plain.metrics

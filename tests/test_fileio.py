@@ -24,3 +24,21 @@ def test_failure_keeps_the_old_file(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_follow_the_umask(tmp_path, umask, mode):
+    """A shared artifact store or a server running as another user can read what segkit
+    writes under the usual umask 022 (mkstemp alone would give 0600)."""
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        target = write_text(tmp_path / "report.md", "x")
+        with atomic_path(tmp_path / "model.keras") as tmp:
+            tmp.write_bytes(b"zip")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "model.keras").stat().st_mode) == mode

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from segkit.errors import ConfigError
 from segkit.losses import LOSSES, build_loss
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 EPS = keras.config.epsilon()
 # Three 2x3 images: a large mask, a 1-pixel mask, an empty mask (with false positives).

@@ -19,7 +19,7 @@ from segkit.models import (
     build_resunet,
     build_unet,
 )
-from tests.conftest import ROOT
+from tests.helpers import ROOT, random_data
 
 BUILDERS = {name: MODELS.get(name).build_fn() for name in MODELS}
 
@@ -100,8 +100,8 @@ def _build(variant: str) -> keras.Model:
 _built = functools.cache(_build)  # float32 builds, shared by the tests that only read them
 
 
-def _images(n=2, size=32, seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype(np.float32)
+def _images():
+    return random_data(2, 32)[0].astype(np.float32)
 
 
 def test_every_conf_model_composes_and_builds(compose_cfg):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from segkit import plots
 from segkit.markdown import write_report
+from tests.helpers import random_data
 
 KEYS = ("loss", "accuracy", "dice", "iou")
 
@@ -140,8 +141,7 @@ def disk(size: int, cy: int, cx: int, r: int) -> np.ndarray:
 
 def case(title: str, truth: np.ndarray, pred: np.ndarray, *, image=None, dice=0.5) -> dict:
     if image is None:
-        rng = np.random.default_rng(len(title))
-        image = rng.integers(0, 255, (*truth.shape, 3), dtype=np.uint8)
+        (image,), _ = random_data(1, truth.shape, seed=len(title))
     return {"title": title, "image": image, "truth": truth, "pred": pred, "dice": dice}
 
 
@@ -188,9 +188,9 @@ def test_plot_gallery_mixed_sizes_and_rejects_nothing(tmp_path):
 
 
 def test_gallery_of_six_256_images_is_quick(tmp_path):
-    rng = np.random.default_rng(1)
+    images, _ = random_data(6, 256, seed=1)
     cases = [case(f"case {i}", disk(256, 100 + 5 * i, 120, 40), disk(256, 110, 125, 45),
-                  image=rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)) for i in range(6)]
+                  image=images[i]) for i in range(6)]
     plots.plot_gallery(cases[:1], tmp_path / "warm" / "g.png")  # font cache, imports
     start = time.perf_counter()
     plots.plot_gallery(cases, tmp_path / "g" / "gallery.png")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -28,30 +26,14 @@ from segkit.predict import (
     predict_files,
     resolve_threshold,
 )
+from tests.helpers import segkit_cli, write_image
 
 SIZE = 32
-SEGKIT = Path(sys.executable).parent / "segkit"
-
-
-def cli(*args, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The installed console command, in ``cwd`` (so no default store is ever touched)."""
-    assert SEGKIT.is_file(), "run `pip install -e .`: the segkit console script is missing"
-    return subprocess.run([str(SEGKIT), "predict", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def write_rgb(path: Path, size=(SIZE, SIZE), seed: int = 0) -> Path:
     """A smooth random RGB image of ``size`` (w, h), so predictions vary across it."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = rng.integers(0, 256, 3) + 120 * np.sin(xx[..., None] / 4 + yy[..., None] / 5
-                                                  + rng.random(3) * 6)
-    pixels = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
+    return write_image(path, size, seed=seed, smooth=True)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +79,7 @@ def read(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------- equality with direct use
 
 
+@pytest.mark.e2e
 def test_library_and_cli_outputs_equal_direct_prediction(tmp_path, model, model_path):
     images = [write_rgb(tmp_path / "imgs" / f"{n}.png", seed=i) for i, n in enumerate("abc")]
     probs = {p.stem: reference(model, p) for p in images}
@@ -105,9 +88,9 @@ def test_library_and_cli_outputs_equal_direct_prediction(tmp_path, model, model_
     lib = predict_files(model, collect_inputs([str(tmp_path / "imgs")]), tmp_path / "lib",
                         threshold=t, batch_size=2, probabilities="8", progress=False)
     assert [p.stem for p in lib.done] == ["a", "b", "c"] and not lib.skipped + lib.failed
-    res = cli("--model", model_path, "--output", tmp_path / "cli", "--threshold", t,
-              "--batch-size", 2, "--probabilities", 16, str(tmp_path / "imgs" / "*.png"),
-              cwd=tmp_path)
+    res = segkit_cli("predict", "--model", model_path, "--output", tmp_path / "cli",
+                     "--threshold", t, "--batch-size", 2, "--probabilities", 16,
+                     str(tmp_path / "imgs" / "*.png"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "done 3, skipped 0, failed 0" in res.stdout
     assert f"threshold {t:g} (given with --threshold)" in res.stdout
@@ -168,7 +151,8 @@ def test_overlay_tints_the_region_and_draws_its_contour():
     out = overlay_image(image, mask)
     np.testing.assert_array_equal(out[~mask], image[~mask])  # outside: untouched
     np.testing.assert_array_equal(out[5, 5:15], np.tile(OVERLAY_EDGE, (10, 1)))  # contour
-    np.testing.assert_array_equal(out[10, 10], [round(0.6 * 100 + 0.4 * 255), 60, 60])
+    tint = round(0.75 * 100 + 0.25 * 255)  # 25% magenta: red and blue up, green down
+    np.testing.assert_array_equal(out[10, 10], [tint, 75, tint])
     assert (out[mask] == OVERLAY_EDGE).all(axis=1).sum() == 36  # the 10x10 square's border
 
 
@@ -191,14 +175,15 @@ def test_collect_inputs_files_folders_globs_without_duplicates(tmp_path):
 # ---------------------------------------------------------------- failures and skipping
 
 
+@pytest.mark.e2e
 def test_corrupt_file_and_stem_clash_fail_by_name_the_rest_is_done(tmp_path, model_path):
     for i, name in enumerate(("a", "b")):
         write_rgb(tmp_path / "imgs" / f"{name}.png", seed=i)
     (tmp_path / "imgs" / "x.jpg").write_bytes(np.random.default_rng(0).bytes(3000))
     clash = write_rgb(tmp_path / "other" / "a.png", seed=5)
     out = tmp_path / "out"
-    res = cli("--model", model_path, "--output", out, "--no-progress", tmp_path / "imgs", clash,
-              cwd=tmp_path)
+    res = segkit_cli("predict", "--model", model_path, "--output", out, "--no-progress",
+                     tmp_path / "imgs", clash, cwd=tmp_path)
     assert res.returncode == 1, res.stderr[-3000:]
     assert "done 2, skipped 0, failed 2" in res.stdout
     failed = [line for line in res.stdout.splitlines() if line.startswith("failed: ")]
@@ -209,6 +194,7 @@ def test_corrupt_file_and_stem_clash_fail_by_name_the_rest_is_done(tmp_path, mod
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.e2e
 def test_rerun_skips_existing_outputs_and_overwrite_rewrites_them(tmp_path, model, model_path):
     for i, name in enumerate("ab"):
         write_rgb(tmp_path / "imgs" / f"{name}.png", seed=i)
@@ -223,16 +209,16 @@ def test_rerun_skips_existing_outputs_and_overwrite_rewrites_them(tmp_path, mode
         os.utime(f, ns=(old, old))
     before = {f: (f.read_bytes(), f.stat().st_ino) for f in files}
 
-    res = cli("--model", model_path, "--output", out, "--overlay", tmp_path / "imgs",
-              cwd=tmp_path)
+    res = segkit_cli("predict", "--model", model_path, "--output", out, "--overlay",
+                     tmp_path / "imgs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "done 0, skipped 2, failed 0" in res.stdout
     assert res.stderr.count("skipped ") == 2 and "--overwrite" in res.stderr
     for f in files:
         assert (f.read_bytes(), f.stat().st_ino) == before[f] and f.stat().st_mtime_ns == old
 
-    res = cli("--model", model_path, "--output", out, "--overlay", "--overwrite",
-              tmp_path / "imgs", cwd=tmp_path)
+    res = segkit_cli("predict", "--model", model_path, "--output", out, "--overlay", "--overwrite",
+                     tmp_path / "imgs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "done 2, skipped 0, failed 0" in res.stdout
     for f in files:
@@ -300,10 +286,12 @@ def test_logged_and_registered_models_load(store, model):
     assert "models:/<name>@<alias>" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.e2e
 def test_cli_uses_the_training_runs_threshold(store, tmp_path):
     image = write_rgb(tmp_path / "in.png")
-    res = cli("--model", f"runs:/{store['run']}/model", "--tracking-uri", store["uri"],
-              "--output", tmp_path / "out", "--no-progress", image, cwd=tmp_path)
+    res = segkit_cli("predict", "--model", f"runs:/{store['run']}/model", "--tracking-uri",
+                     store["uri"], "--output", tmp_path / "out", "--no-progress", image,
+                     cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"threshold 0.3 (val_best_threshold of training run {store['run']})" in res.stdout
     assert (tmp_path / "out" / "in_mask.png").is_file()
@@ -312,6 +300,7 @@ def test_cli_uses_the_training_runs_threshold(store, tmp_path):
 # ---------------------------------------------------------------- --with-truth
 
 
+@pytest.mark.e2e
 def test_with_truth_writes_metrics_equal_to_hand_computed_dice(tmp_path, model, model_path):
     sizes = {"a": (32, 32), "b": (48, 40), "c": (20, 26), "d": (32, 32)}
     images = {s: write_rgb(tmp_path / "imgs" / f"{s}.png", size=wh, seed=i)
@@ -326,8 +315,9 @@ def test_with_truth_writes_metrics_equal_to_hand_computed_dice(tmp_path, model, 
         Image.fromarray(m).save(tmp_path / "masks" / f"{stem}.{'bmp' if i else 'png'}")
     t = gap_threshold(reference(model, p) for p in images.values())
     out = tmp_path / "out"
-    res = cli("--model", model_path, "--output", out, "--threshold", t, "--with-truth",
-              tmp_path / "masks", "--no-progress", tmp_path / "imgs", cwd=tmp_path)
+    res = segkit_cli("predict", "--model", model_path, "--output", out, "--threshold", t,
+                     "--with-truth", tmp_path / "masks", "--no-progress", tmp_path / "imgs",
+                     cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "no mask" in res.stderr and str(images["d"]) in res.stderr
 
@@ -351,16 +341,17 @@ def test_with_truth_writes_metrics_equal_to_hand_computed_dice(tmp_path, model, 
 # ---------------------------------------------------------------- errors
 
 
+@pytest.mark.e2e
 def test_bad_model_and_no_inputs_exit_2_with_one_line(tmp_path):
     write_rgb(tmp_path / "in.png")
-    res = cli("--model", tmp_path / "missing.keras", "--output", tmp_path / "out",
-              tmp_path / "in.png", cwd=tmp_path)
+    res = segkit_cli("predict", "--model", tmp_path / "missing.keras", "--output", tmp_path / "out",
+                     tmp_path / "in.png", cwd=tmp_path)
     assert res.returncode == 2
     assert "error: model" in res.stderr and "missing.keras" in res.stderr
     assert "runs:/<run_id>/model" in res.stderr and "Traceback" not in res.stderr
     (tmp_path / "empty").mkdir()
-    res = cli("--model", tmp_path / "missing.keras", "--output", tmp_path / "out",
-              tmp_path / "empty", str(tmp_path / "*.jpg"), cwd=tmp_path)
+    res = segkit_cli("predict", "--model", tmp_path / "missing.keras", "--output", tmp_path / "out",
+                     tmp_path / "empty", str(tmp_path / "*.jpg"), cwd=tmp_path)
     assert res.returncode == 2
     assert "error: no input images" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
@@ -369,7 +360,7 @@ def test_bad_model_and_no_inputs_exit_2_with_one_line(tmp_path):
 def test_unloadable_model_file_and_missing_store_raise_predict_error(tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(PredictError, match="could not be loaded") as err:
+    with pytest.raises(PredictError, match="is not a Keras archive") as err:
         load_model(str(bad))
     assert "\n" not in str(err.value)
     with pytest.raises(PredictError, match="does not exist"):

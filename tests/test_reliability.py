@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,7 +23,15 @@ from segkit.data.dataset import DataError, decode_all, discover, load_image, loa
 from segkit.errors import ConfigError
 from segkit.targets import TargetError, instantiate_all
 from segkit.tracking import check_reachable
-from tests.conftest import ROOT, free_port, write_pair
+from tests.helpers import (
+    Job,
+    cli_env,
+    free_port,
+    random_data,
+    run_py,
+    start_early,
+    write_pair,
+)
 
 # --- data -----------------------------------------------------------------------------------
 
@@ -132,11 +137,8 @@ def test_unreachable_tracking_server_fails_fast():
 @pytest.mark.e2e
 def test_cli_unreachable_server_fails_before_any_data(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-           "SEGKIT_DATA_DIR": str(tmp_path / "no-data-here")}
-    res = subprocess.run([sys.executable, str(ROOT / "run.py"), "debug=smoke",
-                          f"hydra.run.dir={tmp_path}/out", "data.download=false"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = run_py("debug=smoke", f"hydra.run.dir={tmp_path}/out", "data.download=false",
+                 env=cli_env(uri=uri, data=tmp_path / "no-data-here"), timeout=300)
     assert res.returncode == 2
     assert f"error: tracking.uri={uri} is unreachable" in res.stderr
     assert "no-data-here" not in res.stderr
@@ -152,10 +154,10 @@ def _tiny_compiled():
     return model
 
 
+@pytest.mark.e2e
 def test_state_keeps_optimizer_and_callback_counters(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
-    y = (rng.uniform(size=(4, 16, 16, 1)) > 0.5).astype("float32")
+    images, masks = random_data(4, 16, masks="noise")
+    x, y = images.astype("float32"), masks.astype("float32")
     es = keras.callbacks.EarlyStopping(monitor="loss", patience=50)
     rl = keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=50)
     model = _tiny_compiled()
@@ -175,19 +177,15 @@ def test_state_keeps_optimizer_and_callback_counters(tmp_path):
     assert es2.best == pytest.approx(es.best) and es2.wait == es.wait
 
 
-def _run(args, env, timeout=600, **kw):
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
 @pytest.mark.e2e
-def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
+def test_sigterm_then_resume_finishes_the_same_run(real_root, smoke_cache, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
-    common = ["debug=smoke", "eval.plots=false", f"data.cache_dir={tmp_path}/cache",
+    env = cli_env(uri=uri, data=real_root)
+    common = ["debug=smoke", "eval.plots=false", f"data.cache_dir={smoke_cache}",
               "split.val_fraction=0.34", "trainer.epochs=12",
               "callbacks.early_stopping.enabled=false", "callbacks.tensorboard.enabled=false"]
-    proc = _run([*common, f"hydra.run.dir={tmp_path}/first"], env)
+    first = Job.run_py(*common, f"hydra.run.dir={tmp_path}/first", env=env)
+    proc = first.proc
     state = tmp_path / "first" / "checkpoints" / STATE
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -195,8 +193,9 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    res = first.wait(timeout=120)
+    out, err = res.stdout, res.stderr
+    assert res.returncode != 0
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
     assert run.info.status == "KILLED"
@@ -204,9 +203,8 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
     done = json.loads(state.read_text())["epochs"]
     assert 1 <= done < 12
 
-    proc = _run([*common, f"hydra.run.dir={tmp_path}/second", "trainer.resume=auto"], env)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    res = run_py(*common, f"hydra.run.dir={tmp_path}/second", "trainer.resume=auto", env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
     (run,) = client.search_runs([run.info.experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["epochs_run"] == 12
@@ -215,27 +213,43 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, tmp_path):
     assert sorted(set(steps)) == list(range(12))
     assert "test_mdice" in run.data.metrics
     # a finished run cannot be resumed again
-    res = subprocess.run([sys.executable, str(ROOT / "run.py"), *common,
-                          f"trainer.resume={run.info.run_id}", f"hydra.run.dir={tmp_path}/x"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = run_py(*common, f"trainer.resume={run.info.run_id}", f"hydra.run.dir={tmp_path}/x",
+                 env=env, timeout=300)
     assert res.returncode == 2 and "the run is FINISHED, nothing to resume" in res.stderr
 
 
+DETERMINISTIC = "reliability-deterministic"  # the runs' experiment on the session's server
+
+
+@pytest.fixture(scope="module")
+def deterministic_jobs(mlflow_server, real_root, smoke_cache, tmp_path_factory):
+    """Two runs of one deterministic config (augmentation and dropout on), started at once
+    and logging to the session's tracking server (which takes concurrent writers)."""
+    tmp = tmp_path_factory.mktemp("deterministic")
+    env = cli_env(uri=mlflow_server, data=real_root)
+    jobs = [Job.run_py("debug=smoke", "trainer.deterministic=true", "eval.plots=false",
+                       "augment=flips", "model.dropout=0.2", f"data.cache_dir={smoke_cache}",
+                       "split.val_fraction=0.34", "callbacks.tensorboard.enabled=false",
+                       f"tracking.experiment={DETERMINISTIC}", f"hydra.run.dir={tmp}/{name}",
+                       env=env) for name in ("a", "b")]
+    yield jobs
+    for job in jobs:
+        job.kill()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_runs_early(request):
+    """The two deterministic runs train while the tests before theirs run."""
+    start_early(request, "deterministic_jobs")
+
+
 @pytest.mark.e2e
-def test_deterministic_runs_give_identical_metrics(real_root, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
-    for name in ("a", "b"):
-        res = subprocess.run(
-            [sys.executable, str(ROOT / "run.py"), "debug=smoke", "trainer.deterministic=true",
-             "eval.plots=false", "augment=flips", "model.dropout=0.2",
-             f"data.cache_dir={tmp_path}/cache", "split.val_fraction=0.34",
-             "callbacks.tensorboard.enabled=false",
-             f"hydra.run.dir={tmp_path}/{name}"],
-            env=env, capture_output=True, text=True, timeout=600)
+def test_deterministic_runs_give_identical_metrics(mlflow_server, deterministic_jobs):
+    for job in deterministic_jobs:
+        res = job.wait()
         assert res.returncode == 0, res.stderr[-3000:]
-    client = MlflowClient(uri)
-    a, b = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
+    client = MlflowClient(mlflow_server)
+    a, b = client.search_runs([client.get_experiment_by_name(DETERMINISTIC).experiment_id])
     keys = [k for k in a.data.metrics if k.startswith(("test_", "val_", "loss"))]
     assert len(keys) > 20
     assert {k: a.data.metrics[k] for k in keys} == {k: b.data.metrics[k] for k in keys}

@@ -4,8 +4,6 @@ and the logged model reloads and predicts exactly what the evaluated model predi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,32 +12,62 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, SMOKE_ARGS, Job, cli_env, start_early, tracking_uri
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture
+def smoke(smoke_run):
+    """The session's smoke run (tests/conftest.py), with MLflow's tracking URI on its store
+    during the test."""
+    with tracking_uri(smoke_run.uri):
+        yield smoke_run
+
+
+# Three checks on the smoke run need a process of their own; they are independent, so those
+# the selected tests need start together as soon as the module begins (and the run exists).
+@pytest.fixture(scope="module", autouse=True)
+def _start_processes_early(request):
+    start_early(request, "fresh_load_job", "evaluate_job", "predict_job")
+
+
 @pytest.fixture(scope="module")
-def smoke_run(real_root, tmp_path_factory):
-    """One real CLI smoke run; returns (tracking uri, run, hydra output dir, cache dir)."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    out = tmp / "out"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "debug=smoke", f"hydra.run.dir={out}",
-         f"data.cache_dir={tmp}/cache", "split.val_fraction=0.34"],
-        capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name("segkit-smoke")
-    runs = MlflowClient(uri).search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    return uri, runs[0], out, tmp / "cache"
+def fresh_load_job(smoke_run):
+    """A fresh interpreter without segkit loading the logged model as a pyfunc and printing
+    the shape of one prediction."""
+    code = (f"import mlflow, numpy as np; m = mlflow.pyfunc.load_model({smoke_run.model_uri!r}); "
+            "print(np.asarray(m.predict(np.zeros((1, 64, 64, 3), np.float32))).shape)")
+    job = Job([sys.executable, "-c", code], env=cli_env(uri=smoke_run.uri))
+    yield job
+    job.kill()
 
 
-def test_run_logs_params_metrics_and_context(smoke_run):
-    uri, run, out, _ = smoke_run
+@pytest.fixture(scope="module")
+def evaluate_job(smoke_run, real_root):
+    """`run.py task=evaluate` of the smoke run's logged model, into the smoke run's store."""
+    job = Job.run_py(*SMOKE_ARGS, "task=evaluate", f"model_uri={smoke_run.model_uri}",
+                     f"hydra.run.dir={smoke_run.run_dir}-eval",
+                     f"data.cache_dir={smoke_run.cache}",
+                     env=cli_env(uri=smoke_run.uri, data=real_root))
+    yield job
+    job.kill()
+
+
+@pytest.fixture(scope="module")
+def predict_job(smoke_run, real_root, tmp_path_factory):
+    """`segkit predict` with the logged model on 3 real images; (job, inputs, output)."""
+    out = tmp_path_factory.mktemp("predict")
+    inputs = sorted((real_root / "images").iterdir())[:3]
+    job = Job.segkit("predict", "--model", smoke_run.model_uri, "--output", out,
+                     "--tracking-uri", smoke_run.uri, "--threshold", "0.5", "--no-progress",
+                     *inputs)
+    yield job, inputs, out
+    job.kill()
+
+
+def test_run_logs_params_metrics_and_context(smoke):
+    uri, run = smoke.uri, smoke.run
     assert run.info.status == "FINISHED"
     p = run.data.params
     assert p["model.depth"] == "2" and p["data.image_size"] == "64"
@@ -74,31 +102,27 @@ def test_run_logs_params_metrics_and_context(smoke_run):
     assert "tensorflow" in json.loads(Path(local).read_text())
 
 
-def test_logged_model_reloads_and_reproduces_metrics(smoke_run, real_root):
+def test_logged_model_reloads_and_reproduces_metrics(smoke, real_root, fresh_load_job):
     import keras
 
     from segkit.data.cache import load_arrays
     from segkit.data.dataset import discover
     from segkit.evaluation import evaluate
 
-    uri, run, out, cache = smoke_run
-    model_uri = run.data.tags["segkit.model_uri"]
+    run, model_uri = smoke.run, smoke.model_uri
     reloaded = mlflow.keras.load_model(model_uri)
-    best = keras.saving.load_model(out / "checkpoints" / "best.keras", compile=False)
+    best = keras.saving.load_model(smoke.run_dir / "checkpoints" / "best.keras", compile=False)
 
     test_names = (real_root / "splits" / "val.txt").read_text().split()
     samples = [s for s in discover(real_root) if s.name in test_names]
-    images, masks, _ = load_arrays(samples, 64, cache)
+    images, masks, _ = load_arrays(samples, 64, smoke.cache)
     x = images.astype(np.float32)
     np.testing.assert_allclose(reloaded.predict_on_batch(x), best.predict_on_batch(x), atol=1e-6)
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     np.testing.assert_allclose(np.asarray(pyfunc.predict(x)), reloaded.predict_on_batch(x),
                                atol=1e-6)
     # A fresh interpreter without segkit loads it too (the logged copy is uncompiled).
-    code = (f"import mlflow, numpy as np; m = mlflow.pyfunc.load_model({model_uri!r}); "
-            "print(np.asarray(m.predict(np.zeros((1, 64, 64, 3), np.float32))).shape)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "MLFLOW_TRACKING_URI": uri}, timeout=300)
+    res = fresh_load_job.wait(timeout=300)
     assert res.stdout.strip().endswith("(1, 64, 64, 1)"), res.stderr[-2000:]
     again = evaluate(reloaded, images, masks, [s.name for s in samples], split="official/test")
     assert again.metrics["mdice"] == pytest.approx(run.data.metrics["test_mdice"], abs=1e-9)
@@ -106,15 +130,9 @@ def test_logged_model_reloads_and_reproduces_metrics(smoke_run, real_root):
         run.data.metrics["test_pixel_accuracy"], abs=1e-9)
 
 
-def test_evaluate_task_reproduces_the_training_run(smoke_run, real_root):
-    uri, run, out, cache = smoke_run
-    model_uri = run.data.tags["segkit.model_uri"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "debug=smoke", "task=evaluate",
-         f"model_uri={model_uri}", f"hydra.run.dir={out}-eval", f"data.cache_dir={cache}",
-         "split.val_fraction=0.34"],
-        capture_output=True, text=True, env=env, timeout=600)
+def test_evaluate_task_reproduces_the_training_run(smoke, evaluate_job):
+    uri, run = smoke.uri, smoke.run
+    res = evaluate_job.wait()
     assert res.returncode == 0, res.stderr[-3000:]
     client = MlflowClient(uri)
     runs = client.search_runs([run.info.experiment_id],
@@ -128,24 +146,18 @@ def test_evaluate_task_reproduces_the_training_run(smoke_run, real_root):
         assert ev.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-9), key
 
 
-def test_predict_command_matches_the_logged_model(smoke_run, real_root, tmp_path):
+def test_predict_command_matches_the_logged_model(smoke, predict_job):
     from PIL import Image
 
     from segkit.data.dataset import load_image
     from segkit.evaluation import resize_probs
 
-    uri, run, _, _ = smoke_run
-    model_uri = run.data.tags["segkit.model_uri"]
-    inputs = sorted((real_root / "images").iterdir())[:3]
-    res = subprocess.run(
-        [str(Path(sys.executable).parent / "segkit"), "predict", "--model", model_uri,
-         "--output", str(tmp_path), "--tracking-uri", uri, "--threshold", "0.5",
-         "--no-progress", *map(str, inputs)],
-        capture_output=True, text=True, timeout=600)
+    job, inputs, out = predict_job
+    res = job.wait()
     assert res.returncode == 0, res.stderr[-3000:]
-    model = mlflow.keras.load_model(model_uri)
+    model = mlflow.keras.load_model(smoke.model_uri)
     for path in inputs:
-        written = np.asarray(Image.open(tmp_path / f"{path.stem}_mask.png"))
+        written = np.asarray(Image.open(out / f"{path.stem}_mask.png"))
         with Image.open(path) as im:
             assert written.shape == (im.height, im.width)
         prob = model.predict_on_batch(load_image(path, 64)[None].astype(np.float32))[0, ..., 0]

@@ -73,3 +73,41 @@ def test_read_list_strips_extensions_and_blank_lines(tmp_path):
 def test_subset_takes_first_n_of_each_part(tmp_path):
     s = subset(make_split(NAMES, cfg(), tmp_path), 3)
     assert s.sizes() == {"train": 3, "val": 3, "test": 3}
+
+
+def kfold_cfg(**kw):
+    base = {"name": "kfold", "base": "random", "folds": 5, "fold": 0, "train_file": "train.txt",
+            "test_file": "val.txt", "test_fraction": 0.2, "seed": 42}
+    return OmegaConf.create({**base, **kw})
+
+
+def test_kfold_folds_partition_the_training_part_and_keep_the_test_part(tmp_path):
+    splits = [make_split(NAMES, kfold_cfg(fold=k), tmp_path) for k in range(5)]
+    tests = {s.test for s in splits}
+    assert len(tests) == 1  # the held-out test part never moves
+    vals = [set(s.val) for s in splits]
+    train_part = set(splits[0].train) | vals[0]
+    assert set().union(*vals) == train_part and sum(len(v) for v in vals) == len(train_part)
+    assert not train_part & set(splits[0].test)
+    for s, v in zip(splits, vals, strict=True):
+        assert set(s.train) == train_part - v  # the other folds train
+        assert abs(len(v) - len(train_part) / 5) < 1
+    assert splits[2].name == "random.fold2of5"
+    again = make_split(NAMES, kfold_cfg(fold=2), tmp_path)
+    assert again == splits[2]  # seeded: reproducible
+
+
+def test_kfold_over_the_official_lists(synthetic_root):
+    names = [f"s{i:02d}" for i in range(12)]
+    s = make_split(names, kfold_cfg(base="official", folds=4, fold=1), synthetic_root)
+    assert s.test == tuple(f"s{i:02d}" for i in range(8, 12))
+    assert len(s.val) == 2 and len(s.train) == 6
+
+
+@pytest.mark.parametrize("kw, match", [({"fold": 5}, "split.fold=5 must be in 0..4"),
+                                       ({"folds": 1}, "split.folds=1 must be >= 2"),
+                                       ({"base": "nope"}, "split.base='nope' is unknown"),
+                                       ({"folds": 900}, "more than the 800")])
+def test_kfold_bad_options(tmp_path, kw, match):
+    with pytest.raises(SplitError, match=match):
+        make_split(NAMES, kfold_cfg(**kw), tmp_path)

@@ -6,44 +6,45 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, mlflow_server_at
-
-pytestmark = pytest.mark.e2e
+from tests.helpers import ROOT, Job, cli_env, start_early
 
 SMOKE = ("debug=smoke", "trainer.epochs=1", "split.val_fraction=0.34",
          "callbacks.tensorboard.enabled=false", "eval.plots=false")
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("sweep-cache")
+@dataclass
+class Sweep:
+    """A started `run.py -m`: its process, tracking store and sweep folder."""
+
+    job: Job
+    uri: str
+    sweep_dir: Path
+    experiment: str = "segkit-smoke"
+
+    def wait(self, timeout: float = 900):
+        return self.job.wait(timeout)
 
 
-def run_sweep(real_root: Path, cache: Path, uri: str, sweep_dir: Path, *overrides: str,
-              timeout: int = 900) -> tuple[subprocess.CompletedProcess, float]:
-    """`run.py -m` with the smoke settings; returns the finished process and its seconds."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEGKIT_DATA_DIR": str(real_root)}
-    start = time.perf_counter()
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "-m", *SMOKE, f"data.cache_dir={cache}",
-         f"hydra.sweep.dir={sweep_dir}", *overrides],
-        capture_output=True, text=True, env=env, timeout=timeout)
-    return res, time.perf_counter() - start
+def start_sweep(real_root: Path, cache: Path, uri: str, sweep_dir: Path, *overrides: str,
+                experiment: str = "segkit-smoke") -> Sweep:
+    """`run.py -m` with the smoke settings, started."""
+    if experiment != "segkit-smoke":
+        overrides = (*overrides, f"tracking.experiment={experiment}")
+    job = Job.run_py("-m", *SMOKE, f"data.cache_dir={cache}", f"hydra.sweep.dir={sweep_dir}",
+                     *overrides, env=cli_env(uri=uri, data=real_root))
+    return Sweep(job, uri, sweep_dir, experiment)
 
 
-def runs_of(uri: str) -> tuple[list, list]:
-    """(parent runs, child runs) of the smoke experiment."""
+def runs_of(uri: str, experiment: str = "segkit-smoke") -> tuple[list, list]:
+    """(parent runs, child runs) of the sweep's experiment."""
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("segkit-smoke")
+    exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("segkit.sweep") == "parent"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -59,18 +60,84 @@ def read_summary(uri: str, parent_id: str) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+# ------------------------------------------------------------------ the sweeps, started at once
+# Each sweep is its own process with its own store, independent of the others: all those the
+# selected tests need start together when the module begins, and each test waits for its own.
+@pytest.fixture(scope="module", autouse=True)
+def _start_sweeps_at_once(request):
+    start_early(request, "grid_sweep", "failing_sweep", "optuna_sweep", "joblib_sweep",
+                "presets_sweep")
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(real_root, smoke_cache, tmp_path_factory):
+    """A 2x2 grid over optimizer.lr and model.filters."""
+    tmp = tmp_path_factory.mktemp("grid")
+    sweep = start_sweep(real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep1",
+                        "optimizer.lr=1e-3,1e-4", "model.filters=4,8")
+    yield sweep
+    sweep.job.kill()
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(real_root, smoke_cache, tmp_path_factory):
+    """depth 9 fails validation (64 px is not divisible by 2^9: no run exists yet); a CSV
+    log in a folder that does not exist fails inside the run, once training starts (every
+    config check passes: only running it can tell)."""
+    tmp = tmp_path_factory.mktemp("failing")
+    good_log, bad_log = tmp / "log.csv", tmp / "missing" / "log.csv"
+    sweep = start_sweep(real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep",
+                        "callbacks.extra=[{_target_:keras.callbacks.CSVLogger,filename:x.csv}]",
+                        "model.depth=2,9", f"callbacks.extra.0.filename={good_log},{bad_log}")
+    yield sweep, good_log, bad_log
+    sweep.job.kill()
+
+
+@pytest.fixture(scope="module")
+def optuna_sweep(real_root, smoke_cache, tmp_path_factory):
+    """Two TPE trials over lr, loss, augment and a broken upsampling choice."""
+    tmp = tmp_path_factory.mktemp("optuna")
+    sweep = start_sweep(
+        real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep",
+        "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=41",
+        "model.filters=4", "model.depth=2", "model.upsampling=choice(transpose,bogus)")
+    yield sweep
+    sweep.job.kill()
+
+
+@pytest.fixture(scope="module")
+def joblib_sweep(mlflow_server, real_root, smoke_cache, tmp_path_factory):
+    """Two jobs in parallel (joblib launcher) logging to the session's tracking server, in
+    an experiment of their own."""
+    tmp = tmp_path_factory.mktemp("joblib")
+    sweep = start_sweep(real_root, smoke_cache, mlflow_server, tmp / "sweep",
+                        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                        "optimizer.lr=1e-3,1e-4", experiment="sweep-joblib")
+    yield sweep
+    sweep.job.kill()
+
+
+@pytest.fixture(scope="module")
+def presets_sweep(real_root, smoke_cache, tmp_path_factory):
+    """`experiment=glob(*)`: one job per preset, forced to fail validation with model.depth=9
+    so no training runs."""
+    tmp = tmp_path_factory.mktemp("presets")
+    sweep = start_sweep(real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep",
+                        "experiment=glob(*)", "model.depth=9")
+    yield sweep
+    sweep.job.kill()
+
+
 # ------------------------------------------------------------------ grid sweep and resume
 @pytest.fixture(scope="module")
-def grid(real_root, cache_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("grid")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    res, seconds = run_sweep(real_root, cache_dir, uri, tmp / "sweep1",
-                             "optimizer.lr=1e-3,1e-4", "model.filters=4,8")
+def grid(grid_sweep):
+    res = grid_sweep.wait()
     assert res.returncode == 0, res.stderr[-3000:]
-    print(f"2x2 sweep: {seconds:.0f} s")
-    return uri, tmp
+    print(f"2x2 sweep: {grid_sweep.job.seconds:.0f} s")
+    return grid_sweep.uri, grid_sweep.sweep_dir.parent
 
 
+@pytest.mark.e2e
 def test_grid_sweep_nests_four_children_under_one_parent(grid):
     uri, tmp = grid
     parents, children = runs_of(uri)
@@ -114,14 +181,16 @@ def test_grid_sweep_nests_four_children_under_one_parent(grid):
     assert (tmp / "sweep1" / "summary.png").stat().st_size > 1000
 
 
-def test_skip_completed_reuses_finished_runs_and_still_summarises(grid, real_root, cache_dir):
+@pytest.mark.e2e
+def test_skip_completed_reuses_finished_runs_and_still_summarises(grid, real_root,
+                                                                  smoke_cache):
     uri, tmp = grid
     _, first = runs_of(uri)
-    res, seconds = run_sweep(real_root, cache_dir, uri, tmp / "sweep2",
-                             "optimizer.lr=1e-3,1e-4", "model.filters=4,8",
-                             "sweep.skip_completed=true")
+    sweep = start_sweep(real_root, smoke_cache, uri, tmp / "sweep2", "optimizer.lr=1e-3,1e-4",
+                        "model.filters=4,8", "sweep.skip_completed=true")
+    res = sweep.wait()
     assert res.returncode == 0, res.stderr[-3000:]
-    print(f"2x2 sweep, all skipped: {seconds:.0f} s")
+    print(f"2x2 sweep, all skipped: {sweep.job.seconds:.0f} s")
     assert res.stdout.count("skipped: same config as FINISHED run") == 4
     parents, children = runs_of(uri)
     assert len(parents) == 2
@@ -146,15 +215,13 @@ def test_skip_completed_reuses_finished_runs_and_still_summarises(grid, real_roo
 
 
 # ------------------------------------------------------------------ failures are contained
-def test_failing_jobs_are_recorded_and_the_others_finish(real_root, cache_dir, tmp_path):
-    """depth 9 fails validation (64 px is not divisible by 2^9: no run exists yet); a CSV
-    log in a folder that does not exist fails inside the run, once training starts (every
-    config check passes: only running it can tell)."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    good_log, bad_log = tmp_path / "log.csv", tmp_path / "missing" / "log.csv"
-    res, _ = run_sweep(real_root, cache_dir, uri, tmp_path / "sweep",
-                       "callbacks.extra=[{_target_:keras.callbacks.CSVLogger,filename:x.csv}]",
-                       "model.depth=2,9", f"callbacks.extra.0.filename={good_log},{bad_log}")
+@pytest.mark.e2e
+def test_failing_jobs_are_recorded_and_the_others_finish(failing_sweep):
+    """The sweep of failing_sweep: one good job, one failing inside its run, two failing
+    validation."""
+    sweep, good_log, bad_log = failing_sweep
+    uri = sweep.uri
+    res = sweep.wait()
     assert res.returncode == 1, res.stderr[-3000:]  # documented: 1 when any job failed
     assert "3 failed" in res.stdout
     parents, children = runs_of(uri)
@@ -181,19 +248,17 @@ def test_failing_jobs_are_recorded_and_the_others_finish(real_root, cache_dir, t
 
 
 # ------------------------------------------------------------------ Optuna
-def test_optuna_search_fails_bad_trials_and_keeps_going(real_root, cache_dir, tmp_path):
+@pytest.mark.e2e
+def test_optuna_search_fails_bad_trials_and_keeps_going(optuna_sweep):
     """Two TPE trials over lr, loss, augment and a broken upsampling choice. With sampler
     seed 41 the first trial draws `bogus` (optuna 2.10); the assertions hold for any draw.
     (Optuna 2.10's database storage fails on SQLAlchemy 2, so the trials' fate is read from
     the sweeper's log and optimization_results.yaml.)"""
     from omegaconf import OmegaConf
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    res, seconds = run_sweep(
-        real_root, cache_dir, uri, tmp_path / "sweep", "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=41", "model.filters=4",
-        "model.depth=2", "model.upsampling=choice(transpose,bogus)")
-    print(f"optuna, 2 trials: {seconds:.0f} s")
+    uri = optuna_sweep.uri
+    res = optuna_sweep.wait()
+    print(f"optuna, 2 trials: {optuna_sweep.job.seconds:.0f} s")
     out = res.stdout + res.stderr
     parents, children = runs_of(uri)
     assert len(parents) == 1 and len(children) == 2
@@ -217,7 +282,7 @@ def test_optuna_search_fails_bad_trials_and_keeps_going(real_root, cache_dir, tm
         return
     best = max(good, key=lambda r: r.data.metrics["val_mdice"])
     # Hydra handed the job's returned objective to Optuna
-    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    results = OmegaConf.load(optuna_sweep.sweep_dir / "optimization_results.yaml")
     assert results.best_value == pytest.approx(best.data.metrics["val_mdice"])
     assert results.best_params["model.upsampling"] == "transpose"
     assert str(results.best_params["optimizer.lr"]) == best.data.params["optimizer.lr"]
@@ -229,21 +294,12 @@ def test_optuna_search_fails_bad_trials_and_keeps_going(real_root, cache_dir, tm
 
 
 # ------------------------------------------------------------------ parallel jobs, server
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """`mlflow server` on 127.0.0.1 (sqlite store in tmp_path), stopped afterwards."""
-    with mlflow_server_at(tmp_path, "--default-artifact-root", str(tmp_path / "art")) as url:
-        yield url
-
-
-def test_parallel_joblib_jobs_log_to_a_tracking_server(mlflow_server, real_root, cache_dir,
-                                                       tmp_path):
-    res, seconds = run_sweep(real_root, cache_dir, mlflow_server, tmp_path / "sweep",
-                             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                             "optimizer.lr=1e-3,1e-4")
+@pytest.mark.e2e
+def test_parallel_joblib_jobs_log_to_a_tracking_server(mlflow_server, joblib_sweep):
+    res = joblib_sweep.wait()
     assert res.returncode == 0, res.stderr[-3000:]
-    print(f"2 joblib jobs against an MLflow server: {seconds:.0f} s")
-    parents, children = runs_of(mlflow_server)
+    print(f"2 joblib jobs against an MLflow server: {joblib_sweep.job.seconds:.0f} s")
+    parents, children = runs_of(mlflow_server, joblib_sweep.experiment)
     assert len(parents) == 1 and len(children) == 2
     assert parents[0].data.tags["segkit.sweep.launcher"] == "JoblibLauncher"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
@@ -261,8 +317,8 @@ def test_parallel_joblib_jobs_log_to_a_tracking_server(mlflow_server, real_root,
 
 
 # ------------------------------------------------------------------ experiment presets
-def test_every_experiment_preset_composes_and_sweeps_together(compose_cfg, real_root,
-                                                              cache_dir, tmp_path):
+@pytest.mark.e2e
+def test_every_experiment_preset_composes_and_sweeps_together(compose_cfg, presets_sweep):
     """Every conf/experiment preset composes with debug=smoke and passes validation; then
     `experiment=glob(*)` launches one job per preset (forced to fail validation with
     model.depth=9 so no training runs: the check is the composition and the bookkeeping)."""
@@ -272,9 +328,8 @@ def test_every_experiment_preset_composes_and_sweeps_together(compose_cfg, real_
     assert presets
     for name in presets:
         validate(compose_cfg(f"experiment={name}", "debug=smoke"))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    res, _ = run_sweep(real_root, cache_dir, uri, tmp_path / "sweep", "experiment=glob(*)",
-                       "model.depth=9")
+    uri = presets_sweep.uri
+    res = presets_sweep.wait()
     assert res.returncode == 1, res.stderr[-3000:]
     parents, children = runs_of(uri)
     assert len(parents) == 1 and len(children) == len(presets)

@@ -13,6 +13,7 @@ from segkit.optimizers import build_optimizer
 from segkit.precision import cpu_has_bf16, resolve_precision
 from segkit.schedules import build_schedule
 from segkit.schedules.cosine import TimeCosine
+from tests.helpers import random_data
 
 
 def test_cpu_bf16_detection_from_flags():
@@ -46,11 +47,13 @@ def test_callbacks_follow_enabled_flags(compose_cfg, tmp_path):
     cfg = compose_cfg("callbacks.tensorboard.enabled=false", "schedule=constant")
     names = [type(cb).__name__ for cb in build_callbacks(cfg.callbacks, tmp_path, 5,
                                                          schedule_cfg=cfg.schedule)]
-    assert names == ["EpochTimer", "TimeLimit", "EarlyStopping", "TrainingState"]
+    assert names == ["EpochTimer", "DivergenceGuard", "TimeLimit", "EarlyStopping",
+                     "TrainingState"]
     cfg = compose_cfg("callbacks.early_stopping.enabled=false")  # schedule=plateau by default
     names = [type(cb).__name__ for cb in build_callbacks(cfg.callbacks, tmp_path,
                                                          schedule_cfg=cfg.schedule)]
-    assert names == ["EpochTimer", "ReduceLROnPlateau", "TensorBoard", "TrainingState"]
+    assert names == ["EpochTimer", "DivergenceGuard", "ReduceLROnPlateau", "TensorBoard",
+                     "TrainingState"]
 
 
 def test_cosine_schedule_warms_up_then_decays(compose_cfg):
@@ -126,8 +129,7 @@ def test_time_limit_stops_when_next_epoch_would_overrun():
 
 
 def test_pipeline_batches_floats_and_augments_image_and_mask_together():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    images, _ = random_data(6, 8)
     masks = (images[..., :1] > 127).astype(np.uint8)  # the mask is a function of the pixels
     originals = {im.tobytes() for im in images.astype(np.float32)}
 

@@ -34,6 +34,17 @@ class Prepared:
         return getattr(self.split, part)
 
 
+def warn_empty_masks(masks: dict[str, np.ndarray]) -> list[str]:
+    """Warn, once per part, when every mask of the part is empty (no foreground pixel):
+    training on it is silent otherwise, and some metrics are undefined there (see
+    segkit.metrics). Returns the parts warned about."""
+    empty = [part for part, m in masks.items() if len(m) and not m.any()]
+    for part in empty:
+        log.warning("all %d masks of the %s split are empty: Dice/IoU are 1 for an empty "
+                    "prediction, AUC/AP/recall are undefined", len(masks[part]), part)
+    return empty
+
+
 def prepare(data_cfg, split_cfg, image_size: int | None = None) -> Prepared:
     """Everything from ``data.root`` to per-part arrays; downloads first if allowed and missing.
 
@@ -58,6 +69,7 @@ def prepare(data_cfg, split_cfg, image_size: int | None = None) -> Prepared:
         rows = np.array([index[n] for n in getattr(split, part)], dtype=np.int64)
         part_images[part], part_masks[part] = images[rows], masks[rows]
     log.info("split %s: %s (dataset %s)", split.name, split.sizes(), fp[:12])
+    warn_empty_masks(part_masks)
     return Prepared(split, part_images, part_masks, fp, root, size,
                     {n: samples[n] for n in wanted})
 

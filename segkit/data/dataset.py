@@ -91,17 +91,40 @@ def discover(root: Path, images_dir: str = "images", masks_dir: str = "masks") -
     return [Sample(stem, images[stem], masks[stem]) for stem in sorted(images)]
 
 
+def describe_unreadable(path: Path, exc: BaseException) -> str:
+    """Why ``path`` would not open: ``is empty (0 bytes)`` for an empty file (Pillow calls it
+    an unidentified image), else the error's type."""
+    try:
+        if path.stat().st_size == 0:
+            return "is empty (0 bytes)"
+    except OSError:
+        pass
+    return f"cannot be opened ({type(exc).__name__})"
+
+
+def _header_sizes(s: Sample) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """The image's and the mask's (width, height) from their headers, and what failed."""
+    sizes, failed = {}, []
+    for kind, path in (("image", s.image), ("mask", s.mask)):
+        try:
+            with Image.open(path) as opened:
+                sizes[kind] = opened.size
+        except (OSError, UnidentifiedImageError) as exc:
+            failed.append(f"{kind} {path.name} {describe_unreadable(path, exc)}")
+    return sizes, failed
+
+
 def check_sizes(samples: Sequence[Sample]) -> None:
-    """Read only the headers and raise DataError listing pairs whose sizes differ or won't open."""
+    """Read only the headers and raise DataError listing pairs whose sizes differ or won't
+    open (naming the image or the mask, and an empty file as empty)."""
     mismatched, unreadable = [], []
     for s in samples:
-        try:
-            with Image.open(s.image) as im, Image.open(s.mask) as mk:
-                if im.size != mk.size:
-                    mismatched.append(f"{s.name} (image {im.size[0]}x{im.size[1]}, "
-                                      f"mask {mk.size[0]}x{mk.size[1]})")
-        except (OSError, UnidentifiedImageError) as exc:
-            unreadable.append(f"{s.name} ({exc.__class__.__name__})")
+        sizes, failed = _header_sizes(s)
+        if failed:
+            unreadable.append(f"{s.name} ({', '.join(failed)})")
+        elif sizes["image"] != sizes["mask"]:
+            (iw, ih), (mw, mh) = sizes["image"], sizes["mask"]
+            mismatched.append(f"{s.name} (image {iw}x{ih}, mask {mw}x{mh})")
     problems = []
     if mismatched:
         problems.append(f"{len(mismatched)} image/mask size mismatch(es): {listing(mismatched)}")

@@ -60,6 +60,36 @@ class ShuffledOptions:
         _check_fraction("split.test_fraction", self.test_fraction)
 
 
+# stacked decorators run bottom-up: listed here in reverse of the registry order
+@SPLITS.register("kfold", "segkit.data.splits:kfold_parts")
+@dataclass(frozen=True)
+class KFoldOptions:
+    """Fold ``fold`` of ``folds`` over the training part of the ``base`` split: that fold is
+    the validation part, the other folds train, and the base split's test part stays the
+    held-out test. Folds are a seeded shuffle (``seed``), so every seed of a sweep and every
+    fold of one cross-validation see the same folds."""
+
+    base: str
+    folds: int
+    fold: int
+    train_file: str
+    test_file: str
+    test_fraction: float
+    seed: int
+
+    def check(self) -> None:
+        if self.base not in ("official", "reference", "random"):
+            raise SplitError(f"split.base={self.base!r} is unknown: use official, reference "
+                             "or random")
+        if self.folds < 2:
+            raise SplitError(f"split.folds={self.folds} must be >= 2")
+        if not 0 <= self.fold < self.folds:
+            raise SplitError(f"split.fold={self.fold} must be in 0..{self.folds - 1} "
+                             f"(0-based, split.folds={self.folds})")
+        if self.base != "official":
+            _check_fraction("split.test_fraction", self.test_fraction)
+
+
 def _check_val_fraction(value: float) -> None:
     if not 0 < value < 1:
         raise SplitError(f"split.val_fraction={value} must be in (0, 1): early stopping and "
@@ -135,6 +165,25 @@ def shuffled_parts(test_fraction: float, seed: int, names: Sequence[str],
     return shuffled[n_test:], shuffled[:n_test]
 
 
+def kfold_parts(base: str, folds: int, fold: int, train_file: str, test_file: str,
+                test_fraction: float, seed: int, names: Sequence[str], root: Path
+                ) -> tuple[list[str], list[str], list[str]]:
+    """(train, validation, test): the base split's training part cut into ``folds`` seeded
+    folds, fold ``fold`` validating."""
+    if base == "official":
+        train, test = official_parts(train_file, test_file, names, root)
+    else:
+        train, test = shuffled_parts(test_fraction, seed, names)
+    shuffled = _shuffled(sorted(train), seed)
+    if len(shuffled) < folds:
+        raise SplitError(f"split.folds={folds} is more than the {len(shuffled)} training "
+                         "images: use fewer folds")
+    parts = np.array_split(np.array(shuffled, dtype=object), folds)
+    val = sorted(str(n) for n in parts[fold])
+    rest = sorted(str(n) for k, part in enumerate(parts) if k != fold for n in part)
+    return rest, val, test
+
+
 def make_split(names: Sequence[str], cfg: Any, root: Path) -> Split:
     """Build the split named by ``cfg.name`` (official | reference | random) over ``names``.
 
@@ -143,9 +192,14 @@ def make_split(names: Sequence[str], cfg: Any, root: Path) -> Split:
     """
     if cfg.name not in SPLITS:
         raise SplitError(f"split.name={cfg.name!r} is unknown: use one of {', '.join(SPLITS)}")
-    train, test = SPLITS.build(cfg, names=names, root=root)
-    train, val = _carve(train, cfg.val_fraction, cfg.seed)
-    return Split(cfg.name, tuple(train), tuple(val), tuple(sorted(test)))
+    parts = SPLITS.build(cfg, names=names, root=root)
+    if len(parts) == 3:  # the split chose its own validation part (kfold)
+        train, val, test = parts
+    else:
+        train, val = _carve(parts[0], cfg.val_fraction, cfg.seed)
+        test = parts[1]
+    name = f"{cfg.base}.fold{cfg.fold}of{cfg.folds}" if cfg.name == "kfold" else cfg.name
+    return Split(name, tuple(train), tuple(val), tuple(sorted(test)))
 
 
 def subset(split: Split, limit: int | None) -> Split:

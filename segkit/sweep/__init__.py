@@ -10,9 +10,12 @@ How the pieces meet:
 - :class:`MLflowSweepCallback` (``hydra.callbacks`` in ``conf/config.yaml``) runs in the process
   that launches the jobs. ``on_multirun_start`` creates the tracking store, the experiment and
   the parent run (left RUNNING) before any job starts, and writes ``<sweep dir>/mlflow_sweep.json``
-  atomically. ``on_multirun_end`` writes the summary to the parent and ends it. Hydra skips
-  ``on_multirun_end`` when the sweeper raises (e.g. Optuna with every trial failed, Ctrl-C), so
-  an ``atexit`` hook then writes the summary and ends the parent FAILED (KILLED on Ctrl-C).
+  atomically, with the sweep's plan (``planned``: every job by number, the basic sweeper's
+  override combinations in Hydra's order, Optuna's ``n_trials`` trials), so the summary lists
+  the jobs that never ran too (NOT_STARTED). ``on_multirun_end`` writes the summary to the
+  parent and ends it. Hydra skips ``on_multirun_end`` when the sweeper raises (e.g. Optuna
+  with every trial failed, Ctrl-C), so an ``atexit`` hook then writes the summary and ends
+  the parent FAILED (KILLED on Ctrl-C).
 - Each job (``run.py`` calls :func:`run_job`) reads that file, so its run is created with the
   ``mlflow.parentRunId`` tag (the UI nests by it) and named by the job's swept overrides. The file
   works in-process (basic launcher) and in joblib worker processes alike.
@@ -23,7 +26,9 @@ How the pieces meet:
   ``on_multirun_end``), and Optuna marks the trial FAIL, never a score (a NaN would crash
   hydra-optuna-sweeper 1.3.0: it tells Optuna FAIL together with the value).
   The callback then exits 1 when any job failed. Single runs raise as before.
-- Ctrl-C in a job writes ``<sweep dir>/interrupted``; the summary then ends the parent KILLED.
+- Ctrl-C in a job writes ``<sweep dir>/interrupted`` (with the job's number); the summary then
+  ends the parent KILLED and counts the job as killed, not failed. The job's log names the
+  command that resumes its run (``segkit.lifecycle.interrupt_hint``).
 - ``sweep.skip_completed=true``: a job whose :func:`config_hash` already has a FINISHED run in the
   experiment is not trained; in a sweep a small FINISHED child run tagged ``segkit.skipped_from``
   (with the found run's params, metrics and model URI) stands for it, so the summary stays whole.

@@ -43,7 +43,8 @@ class MLflowSweepCallback(Callback):
 
     def _finish_aborted(self) -> None:
         self._finish("the sweep stopped before its end (a job or the sweeper raised, or it "
-                     "was interrupted); the summary lists the jobs that ran")
+                     "was interrupted); the summary lists every planned job, NOT_STARTED "
+                     "for those that did not run")
 
     def _finish(self, aborted: str | None) -> dict | None:
         if not self._open or self.info is None:

@@ -69,10 +69,11 @@ class Job:
         return tags
 
 
-def mark_interrupted(sweep_dir: Path) -> None:
-    """Tell the sweep's summary that a job was interrupted (Ctrl-C or SIGTERM)."""
+def mark_interrupted(sweep_dir: Path, num: int | None = None) -> None:
+    """Tell the sweep's summary that job ``num`` was interrupted (Ctrl-C or SIGTERM): the
+    parent ends KILLED, and the job is KILLED even when its run did not exist yet."""
     try:
-        write_text(Path(sweep_dir) / INTERRUPTED, "interrupted\n")
+        write_text(Path(sweep_dir) / INTERRUPTED, json.dumps({"job": num}) + "\n")
     except OSError as exc:
         log.warning("could not mark the sweep interrupted: %s", exc)
 
@@ -138,6 +139,7 @@ def run_job(cfg: DictConfig,
     try:
         job = job_context()
         validate(cfg)
+        _bound_http(cfg)  # before the first request: skip_completed, failure records
         job.config_hash = config_hash(cfg)
         if OmegaConf.select(cfg, "sweep.skip_completed", default=False):
             found = find_completed(cfg, job.config_hash)
@@ -149,7 +151,7 @@ def run_job(cfg: DictConfig,
         return value
     except KeyboardInterrupt:
         if job is not None and job.sweep_dir is not None:
-            mark_interrupted(job.sweep_dir)  # the sweep stops: its parent run ends KILLED
+            mark_interrupted(job.sweep_dir, job.num)  # the sweep stops: parent KILLED
         raise
     except Exception as exc:
         if not multirun:
@@ -163,9 +165,19 @@ def run_job(cfg: DictConfig,
         return FailedJob(f"{type(exc).__name__}: {exc}")
 
 
+def _bound_http(cfg: DictConfig) -> None:
+    from segkit import tracking  # see config_hash
+
+    tracking.bound_http(cfg.tracking.uri, cfg.tracking.http_timeout, cfg.tracking.http_retries)
+
+
 def _client(uri: str):
+    """A client of ``uri``, its store opened first (a fresh sqlite store: created once)."""
     from mlflow import MlflowClient
 
+    from segkit import tracking
+
+    tracking.open_store(uri)
     return MlflowClient(uri)
 
 

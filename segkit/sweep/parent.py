@@ -19,12 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit import tags as tag
 from segkit.fileio import atomic_path, write_text
+from segkit.sweep.groups import format_groups, group_metrics, group_rows
 from segkit.sweep.job import INTERRUPTED, SWEEP_FILE, _client, _split
 
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "summary.csv"
+GROUPS_CSV = "groups.csv"  # repeats of a configuration: mean, std and interval per metric
 SUMMARY_PNG = "summary.png"
+NOT_STARTED = "NOT_STARTED"  # summary status of a planned job that never ran
 
 
 def sweep_overrides(config: DictConfig) -> tuple[dict[str, str], list[str]]:
@@ -42,6 +45,41 @@ def sweep_overrides(config: DictConfig) -> tuple[dict[str, str], list[str]]:
         values[key] = _split(override.input_line or "")[1]
         swept[key] = override.is_sweep_override()
     return values, [k for k, is_swept in swept.items() if is_swept]
+
+
+def _raw_task_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides as typed (a ``${...}`` in one stays unresolved)."""
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    return [str(o) for o in task] if isinstance(task, list) else []
+
+
+def planned_jobs(config: DictConfig) -> list[dict] | None:
+    """Every job the sweep will launch, numbered as Hydra numbers them: the basic sweeper's
+    cartesian product of the swept values in Hydra's own order (its ``split_arguments``), or
+    Optuna's ``n_trials`` trials, whose values are not known yet (``overrides`` None). None
+    for another sweeper, or when the plan cannot be worked out (the summary then lists the
+    jobs that ran)."""
+    n_trials = OmegaConf.select(config, "hydra.sweeper.n_trials")
+    if n_trials is not None:
+        return [{"job": i, "overrides": None} for i in range(int(n_trials))]
+    if _short(OmegaConf.select(config, "hydra.sweeper._target_")) != "BasicSweeper":
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        hydra = GlobalHydra.instance()  # its config loader expands glob(*) as the sweeper does
+        loader = hydra.config_loader() if hydra.is_initialized() else None
+        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        lines = [f"{k}={v}" for k, v in params.items()] + _raw_task_overrides(config)
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(lines)
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception as exc:  # Hydra internals: never let the plan stop the sweep
+        log.warning("the sweep's job list could not be worked out (%s): the summary lists "
+                    "the jobs that ran", exc)
+        return None
+    return [{"job": i, "overrides": list(job)} for i, job in enumerate(jobs)]
 
 
 def _short(target: Any) -> str:
@@ -112,6 +150,7 @@ def start_sweep(config: DictConfig) -> dict:
         "direction": _direction(config),
         "sweeper": _short(OmegaConf.select(config, "hydra.sweeper._target_")),
         "launcher": _short(OmegaConf.select(config, "hydra.launcher._target_")),
+        "planned": planned_jobs(config),
     }
     client = _client(uri)
     run = client.create_run(experiment_id, run_name=_sweep_name(config, values, swept)[:250],
@@ -150,30 +189,71 @@ def _job_number(run) -> tuple[int, int]:
         return sys.maxsize, run.info.start_time or 0
 
 
-def summary_rows(runs: Sequence, swept: Sequence[str], objective: str) -> list[dict]:
-    """One row per job: its number, run, status (SKIPPED for a skip), overrides, the
+def _run_row(run, swept: Sequence[str], objective: str) -> dict:
+    """A job that ran: its number, run, status (SKIPPED for a skip), overrides, the
     objective, the error, then every final metric."""
-    rows = []
-    for run in sorted(runs, key=_job_number):
-        tags, metrics = run.data.tags, run.data.metrics
-        try:
-            overrides = [str(o) for o in json.loads(tags.get(tag.OVERRIDES, "[]"))]
-        except ValueError:
-            overrides = []
-        values = dict(_split(o) for o in overrides)
-        status = "SKIPPED" if tag.SKIPPED_FROM in tags else run.info.status
-        end = run.info.end_time
-        row = {"job": tags.get(tag.JOB, ""), "run_id": run.info.run_id,
-               "run_name": run.info.run_name, "status": status,
-               "skipped_from": tags.get(tag.SKIPPED_FROM, ""),
-               "overrides": " ".join(overrides),
-               **{f"param:{k}": values.get(k, "") for k in swept},
-               objective: metrics.get(objective, math.nan),
-               "seconds": (end - run.info.start_time) / 1000 if end else math.nan,
-               "error": tags.get(tag.ERROR, "")}
-        row.update({k: v for k, v in sorted(metrics.items()) if k != objective})
-        rows.append(row)
-    return rows
+    tags, metrics = run.data.tags, run.data.metrics
+    try:
+        overrides = [str(o) for o in json.loads(tags.get(tag.OVERRIDES, "[]"))]
+    except ValueError:
+        overrides = []
+    values = dict(_split(o) for o in overrides)
+    status = "SKIPPED" if tag.SKIPPED_FROM in tags else run.info.status
+    end = run.info.end_time
+    row = {"job": tags.get(tag.JOB, ""), "run_id": run.info.run_id,
+           "run_name": run.info.run_name, "status": status,
+           "skipped_from": tags.get(tag.SKIPPED_FROM, ""),
+           "overrides": " ".join(overrides),
+           **{f"param:{k}": values.get(k, "") for k in swept},
+           objective: metrics.get(objective, math.nan),
+           "seconds": (end - run.info.start_time) / 1000 if end else math.nan,
+           "error": tags.get(tag.ERROR, "")}
+    row.update({k: v for k, v in sorted(metrics.items()) if k != objective})
+    return row
+
+
+def _plan_row(job: dict, swept: Sequence[str], objective: str, killed: bool) -> dict:
+    """A planned job without a run: NOT_STARTED, or KILLED when the interrupt came before
+    its run existed. Optuna's trials have no values before they start."""
+    overrides = [str(o) for o in job.get("overrides") or []]
+    values = dict(_split(o) for o in overrides)
+    return {"job": str(job["job"]), "run_id": "",
+            "run_name": ",".join(o for o in overrides if _split(o)[0] in swept),
+            "status": "KILLED" if killed else NOT_STARTED, "skipped_from": "",
+            "overrides": " ".join(overrides),
+            **{f"param:{k}": values.get(k, "") for k in swept},
+            objective: math.nan, "seconds": math.nan,
+            "error": "interrupted before its run started" if killed else ""}
+
+
+def _row_number(row: dict) -> int:
+    try:
+        return int(row["job"])
+    except ValueError:
+        return sys.maxsize
+
+
+def summary_rows(runs: Sequence, swept: Sequence[str], objective: str,
+                 planned: Sequence[dict] | None = None,
+                 interrupted_job: int | None = None) -> list[dict]:
+    """One row per job, by job number: every run of the sweep, and every ``planned`` job
+    that has none (NOT_STARTED, or KILLED for ``interrupted_job``)."""
+    rows = [_run_row(run, swept, objective) for run in sorted(runs, key=_job_number)]
+    ran = {row["job"] for row in rows}
+    rows += [_plan_row(job, swept, objective, job["job"] == interrupted_job)
+             for job in planned or [] if str(job["job"]) not in ran]
+    return sorted(rows, key=_row_number)  # stable: a job's runs keep their order
+
+
+def count_jobs(rows: Sequence[dict], planned: Sequence[dict] | None) -> dict[str, int]:
+    """``jobs_total`` (rows), ``jobs_planned`` and the jobs in each state; a killed job is
+    not a failed one."""
+    status = [row["status"] for row in rows]
+    return {"jobs_total": len(rows),
+            "jobs_planned": len(planned) if planned is not None else len(rows),
+            "jobs_finished": status.count("FINISHED"), "jobs_skipped": status.count("SKIPPED"),
+            "jobs_failed": status.count("FAILED"), "jobs_killed": status.count("KILLED"),
+            "jobs_not_started": status.count(NOT_STARTED)}
 
 
 def _ok(row: dict, objective: str) -> bool:
@@ -230,31 +310,74 @@ def _log_summary(client: Any, info: dict, rows: list[dict], counts: dict,
     return csv_path
 
 
-def finish_sweep(info: dict, aborted: str | None = None) -> dict:
-    """Summarise the sweep into its parent run and end it: FINISHED; FAILED when every job
-    failed or the sweep was ``aborted`` (the reason); KILLED after Ctrl-C. Returns the counts
-    and the best row."""
-    client = _client(info["tracking_uri"])
-    parent, objective = info["parent_run_id"], info["objective"]
-    rows = summary_rows(_close_dead_jobs(client, parent), info["swept"], objective)
-    best = best_row(rows, objective, info["direction"])
-    counts = {"jobs_total": len(rows),
-              "jobs_finished": sum(r["status"] == "FINISHED" for r in rows),
-              "jobs_skipped": sum(r["status"] == "SKIPPED" for r in rows),
-              "jobs_failed": sum(r["status"] in ("FAILED", "KILLED") for r in rows)}
-    csv_path = _log_summary(client, info, rows, counts, best)
-    all_failed = counts["jobs_total"] > 0 and counts["jobs_failed"] == counts["jobs_total"]
-    if aborted:
-        client.set_tag(parent, tag.ERROR, aborted[:tag.MAX_TAG])
-    status = "FAILED" if aborted or all_failed else "FINISHED"
-    interrupted = (Path(info["sweep_dir"]) / INTERRUPTED).is_file()
-    client.set_terminated(parent, "KILLED" if interrupted else status)
+def _log_groups(client: Any, info: dict, rows: list[dict]) -> list[dict]:
+    """Repeats (seeds, folds) summarised per configuration: ``groups.csv`` on the parent,
+    and, when the whole sweep is one configuration, each metric's mean, std, min, max and t
+    interval as the parent's own metrics."""
+    from mlflow.entities import Metric  # see _parent_tags
+
+    groups = group_rows(rows, info["swept"])
+    if not groups:
+        return []
+    path = write_summary_csv(groups, Path(info["sweep_dir"]) / GROUPS_CSV)
+    client.log_artifact(info["parent_run_id"], str(path), "summary")
+    if len(groups) == 1:
+        now = int(time.time() * 1000)
+        values = group_metrics(groups[0])
+        metrics = [Metric(k, v, now, 0) for k, v in values.items()]
+        for start in range(0, len(metrics), 900):  # MLflow takes 1000 metrics per batch
+            client.log_batch(info["parent_run_id"], metrics=metrics[start:start + 900])
+    return groups
+
+
+def interrupted_job(sweep_dir: Path | str) -> int | None:
+    """The job that :func:`segkit.sweep.job.mark_interrupted` named, if any."""
+    try:
+        return int(json.loads((Path(sweep_dir) / INTERRUPTED).read_text())["job"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _report(counts: dict, best: dict | None, objective: str, csv_path: Path,
+            parent: str) -> None:
     shown = (f"best {objective} = {best[objective]:.4f} ({best['run_name']}, run "
              f"{best['skipped_from'] or best['run_id']})" if best else "no job finished")
     print(f"sweep: {counts['jobs_total']} jobs, {counts['jobs_finished']} finished, "
-          f"{counts['jobs_skipped']} skipped, {counts['jobs_failed']} failed; {shown}; "
-          f"summary {csv_path}, parent run {parent}")
-    return {**counts, "best": best}
+          f"{counts['jobs_skipped']} skipped, {counts['jobs_failed']} failed, "
+          f"{counts['jobs_killed']} killed, {counts['jobs_not_started']} not started; "
+          f"{shown}; summary {csv_path}, parent run {parent}")
+    if counts["jobs_killed"] or counts["jobs_not_started"]:
+        print("sweep: to run the jobs that did not finish, rerun the same command with "
+              "sweep.skip_completed=true (finished jobs are not trained again)")
+
+
+def finish_sweep(info: dict, aborted: str | None = None) -> dict:
+    """Summarise the sweep into its parent run and end it: FINISHED; FAILED when every job
+    that ran failed or the sweep was ``aborted`` (the reason); KILLED after Ctrl-C. The
+    summary lists every planned job (``info["planned"]``). Returns the counts and the best
+    row."""
+    client = _client(info["tracking_uri"])
+    parent, objective, sweep_dir = info["parent_run_id"], info["objective"], Path(
+        info["sweep_dir"])
+    interrupted = (sweep_dir / INTERRUPTED).is_file()
+    rows = summary_rows(_close_dead_jobs(client, parent), info["swept"], objective,
+                        info.get("planned"), interrupted_job(sweep_dir) if interrupted else None)
+    best = best_row(rows, objective, info["direction"])
+    counts = count_jobs(rows, info.get("planned"))
+    csv_path = _log_summary(client, info, rows, counts, best)
+    groups = _log_groups(client, info, rows)
+    ran = counts["jobs_total"] - counts["jobs_not_started"]
+    all_failed = ran > 0 and counts["jobs_failed"] == ran
+    if aborted:
+        client.set_tag(parent, tag.ERROR, aborted[:tag.MAX_TAG])
+    status = "FAILED" if aborted or all_failed else "FINISHED"
+    client.set_terminated(parent, "KILLED" if interrupted else status)
+    _report(counts, best, objective, csv_path, parent)
+    if groups:
+        print(f"sweep: {len(groups)} configuration(s) over repeated seeds/folds "
+              f"(mean ± std, 95% Student-t interval; groups in {sweep_dir / GROUPS_CSV}):")
+        print("\n".join(format_groups(groups, "test_mdice")))
+    return {**counts, "best": best, "groups": groups}
 
 
 def _metrics(counts: dict, best: dict | None, objective: str) -> list:
@@ -269,9 +392,11 @@ def _metrics(counts: dict, best: dict | None, objective: str) -> list:
 
 def plot_summary(rows: Sequence[dict], swept: Sequence[str], objective: str, path: Path,
                  direction: str = "maximize") -> Path:
-    """The objective over the swept parameters (see ``segkit.plots.plot_sweep``); failed
-    jobs count as missing values."""
+    """The objective over the swept parameters (see ``segkit.plots.plot_sweep``) of the jobs
+    that ran; failed ones count as missing values."""
     from segkit import plots
+
+    rows = [r for r in rows if r["status"] != NOT_STARTED]
 
     values = {k: [r.get(f"param:{k}", "") for r in rows] for k in swept}
     obj = np.array([r[objective] if _ok(r, objective) else np.nan for r in rows], float)

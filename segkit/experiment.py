@@ -33,6 +33,7 @@ from segkit.losses import build_loss
 from segkit.models import build_model
 from segkit.optimizers import build_optimizer
 from segkit.precision import resolve_precision
+from segkit.progress import Progress
 from segkit.registry import plain
 from segkit.schedules import build_schedule
 from segkit.summary import print_run_summary
@@ -126,6 +127,9 @@ def fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
                                                                 t.batch_size))
     if chief:
         callbacks.insert(-1, MLflowEpochLogger(run_dir))
+        callbacks.insert(-1, Progress(t.epochs, steps_per_epoch(len(data.split.train),
+                                                                t.batch_size),
+                                      t.max_minutes, restored.get("train_seconds", 0.0)))
     state: TrainingState = callbacks[-1]
     if not restored.get("finished") and done < t.epochs:
         loop = distribute.custom_fit if t.strategy == "multi_worker" else _keras_fit

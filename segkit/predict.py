@@ -267,16 +267,21 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
 
 
 def check_output_dir(out_dir: Path) -> Path:
-    """Create ``out_dir`` if missing and write (then remove) a file in it, so that an
-    unwritable folder fails at once, in one line, rather than once per input after every
-    prediction. Touches nothing already there."""
+    """Check that ``out_dir`` can be written: an existing folder by writing (then removing) a
+    file in it, a missing one by its nearest existing parent, which must be a writable
+    folder; so an unwritable folder fails at once, in one line, rather than once per input
+    after every prediction. Creates nothing: a run that fails later leaves no folder."""
     out_dir = Path(out_dir).expanduser()
     try:
         if out_dir.exists() and not out_dir.is_dir():
             raise NotADirectoryError("it is a file, not a folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".segkit-write-check-"):
-            pass
+        if out_dir.is_dir():
+            with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".segkit-write-check-"):
+                pass
+            return out_dir
+        parent = next(p for p in out_dir.absolute().parents if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"its parent {parent} is not a writable folder")
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise PredictError(f"output folder {out_dir} cannot be written ({why}): choose "

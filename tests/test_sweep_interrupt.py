@@ -24,6 +24,10 @@ SMOKE = ("debug=smoke", "split.val_fraction=0.34", "callbacks.tensorboard.enable
 HINT = re.compile(r"continue it with: (python run\.py .*)$", re.MULTILINE)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_epoch(proc: subprocess.Popen, state: Path, log: Path,
                     timeout: float = 300) -> None:
     """Until ``state`` (a state.json) records a finished epoch; fails if the sweep ends."""
@@ -60,7 +64,10 @@ def test_ctrl_c_in_job_2_of_4_lists_every_job_and_hints_a_working_resume(real_ro
         proc = subprocess.Popen(
             [sys.executable, str(RUN_PY), "-m", *SMOKE, f"data.cache_dir={tmp_path}/cache",
              f"hydra.sweep.dir={sweep}", "seed=1,2", "trainer.epochs=1,30"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            # A shell's background job (CI under nohup ... &) inherits SIGINT ignored;
+            # Ctrl-C in a terminal reaches a process with the default handler.
+            preexec_fn=_default_sigint)
         try:
             _wait_for_epoch(proc, sweep / "1" / "checkpoints" / "state.json", log)
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

@@ -36,7 +36,9 @@ How the pieces meet:
 
 from __future__ import annotations
 
-from segkit.sweep.callback import MLflowSweepCallback
+# Only the job side: run.py imports it on every start. The sweep side (parent.py, its
+# statistics and SciPy) is imported by Hydra through segkit.sweep.callback when a multirun
+# starts, so a single run does not pay for it.
 from segkit.sweep.job import FailedJob, run_job
 
-__all__ = ["FailedJob", "MLflowSweepCallback", "run_job"]
+__all__ = ["FailedJob", "run_job"]

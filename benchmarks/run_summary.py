@@ -14,6 +14,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from segkit.metric_names import internal
+
 FIELDS = ("test_mdice", "test_miou", "test_pixel_accuracy", "test_auc", "test_pixel_dice",
           "val_mdice", "val_best_threshold", "test_tuned_mdice", "test_tuned_pixel_accuracy",
           "epochs_run", "train_seconds", "time_limit_hit")
@@ -21,7 +23,7 @@ FIELDS = ("test_mdice", "test_miou", "test_pixel_accuracy", "test_auc", "test_pi
 
 def summary(client: MlflowClient, run_id: str) -> dict:
     run = client.get_run(run_id)
-    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    p, m, t = run.data.params, internal(run.data.metrics), run.data.tags
     return {"run_id": run_id, "run_name": run.info.run_name, "status": run.info.status,
             "task": t.get("segkit.task", "train"), "source_run_id": t.get("segkit.source_run_id"),
             "split": t.get("segkit.test_split"), "policy": p.get("trainer.policy"),

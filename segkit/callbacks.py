@@ -14,7 +14,7 @@ import keras
 import mlflow
 import numpy as np
 
-from segkit import tracking
+from segkit import metric_names, tracking
 from segkit.checkpoints import BEST, ES_BEST, TrainingState
 from segkit.schedules import build_schedule
 from segkit.sync import Journal
@@ -100,7 +100,9 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 class MLflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's Keras logs as MLflow metrics, step = epoch index, and never raises:
+    """Logs every epoch's Keras logs as MLflow metrics (``train/loss``, ``val/dice``: see
+    segkit.metric_names), step = the epoch number counted from 1 as on the console and in the
+    history figure, and never raises:
     metrics the tracking server does not take wait in ``<run_dir>/pending_metrics.jsonl``
     (segkit.sync.Journal) and go with the next epoch the server answers /health for (or at
     the end of the run, or with ``segkit sync``). Training never waits on the server.
@@ -119,7 +121,7 @@ class MLflowEpochLogger(keras.callbacks.Callback):
                    if np.isscalar(v) or np.ndim(v) == 0}
         try:
             self._send_backlog()
-            mlflow.log_metrics(metrics, step=epoch)
+            mlflow.log_metrics(metric_names.mlflow_keys(metrics), step=epoch + 1)
         except Exception as exc:
             self._keep(epoch, metrics, exc)
 
@@ -139,7 +141,7 @@ class MLflowEpochLogger(keras.callbacks.Callback):
     def _keep(self, epoch: int, metrics: dict[str, float], exc: Exception) -> None:
         first, self.offline = not self.offline, True
         try:
-            self.journal.add(epoch, metrics)
+            self.journal.add(epoch + 1, metrics)
         except OSError as disk:
             log.warning("epoch %d metrics lost: not logged (%s), not kept (%s)", epoch + 1,
                         tracking.failure_reason(exc), disk)

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import mlflow
 
 from segkit import tags as tag
+from segkit.metric_names import internal
 
 UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` (and `make ui`) serves by default
 HEADLINE = (("test_mdice", "mDice"), ("test_miou", "mIoU"), ("test_pixel_accuracy",
@@ -46,7 +47,7 @@ def run_lines(run: mlflow.entities.Run, tracking_uri: str, experiment: str,
     info, data = run.info, run.data
     lines = [f"run {info.status}: experiment {experiment!r}, run {info.run_name!r} "
              f"(id {info.run_id})",
-             f"  held-out test: {headline(data.metrics)}",
+             f"  held-out test: {headline(internal(data.metrics))}",
              f"  page:   {ui_page(tracking_uri, info.experiment_id, info.run_id)}"]
     if urlparse(tracking_uri).scheme not in ("http", "https"):
         lines.append(f"          (start the UI with: mlflow ui --backend-store-uri "
@@ -66,7 +67,7 @@ def print_run_summary(tracking_uri: str, experiment: str, run_dir: Path,
         return
     run = mlflow.MlflowClient(tracking_uri).get_run(last.info.run_id)
     if in_sweep:
-        print(f"job run {run.info.run_id} ({run.info.run_name}): {headline(run.data.metrics)}",
-              flush=True)
+        metrics = internal(run.data.metrics)
+        print(f"job run {run.info.run_id} ({run.info.run_name}): {headline(metrics)}", flush=True)
         return
     print("\n".join(run_lines(run, tracking_uri, experiment, run_dir)), flush=True)

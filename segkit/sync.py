@@ -27,6 +27,7 @@ from segkit import tags as tag
 from segkit import tracking
 from segkit.errors import SegkitError, TrackingUnavailable
 from segkit.fileio import write_text
+from segkit.metric_names import internal, mlflow_keys, to_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Journal:
         entries = self.entries()
         if not entries:
             return 0
-        metrics = [Metric(k, float(v), e["timestamp"], e["step"])
+        metrics = [Metric(to_mlflow(k), float(v), e["timestamp"], e["step"])
                    for e in entries for k, v in e["metrics"].items()]
         client = mlflow.MlflowClient()
         for i in range(0, len(metrics), MAX_BATCH):
@@ -220,9 +221,10 @@ def complete(run_id: str, run_dir: Path) -> list[str]:
     if epochs:
         done.append(f"{epochs} epoch(s) of metrics")
     state = _state(run_dir)
-    missing = {k: v for k, v in _metrics(run_dir, state).items() if k not in run.data.metrics}
+    logged = internal(run.data.metrics)
+    missing = {k: v for k, v in _metrics(run_dir, state).items() if k not in logged}
     if missing:
-        mlflow.log_metrics(missing)
+        mlflow.log_metrics(mlflow_keys(missing))
         done.append(f"{len(missing)} end-of-run metric(s)")
     files = _log_files(run_id, run_dir)
     if files:

@@ -19,6 +19,7 @@ import numpy as np
 from segkit import rundir
 from segkit import tags as tag  # `tags` is the name of run tags here
 from segkit.errors import ConfigError, TrackingUnavailable
+from segkit.metric_names import to_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -373,11 +374,14 @@ HISTORY_KEYS = ("loss", "accuracy", "dice", "iou")
 
 
 def training_history(run_id: str) -> dict[str, list[float]]:
-    """The per-epoch Keras metrics a training run logged, as Keras' ``History.history``."""
+    """The per-epoch Keras metrics a training run logged, as Keras' ``History.history``
+    (under their ``train/``, ``val/`` keys, or the plain names older runs logged)."""
     client = mlflow.MlflowClient()
     history = {}
     for key in HISTORY_KEYS + tuple(f"val_{k}" for k in HISTORY_KEYS):
-        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        points = (client.get_metric_history(run_id, to_mlflow(key))
+                  or client.get_metric_history(run_id, key))
+        points = sorted(points, key=lambda m: m.step)
         if points:
             history[key] = [m.value for m in points]
     return history

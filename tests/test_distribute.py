@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from segkit.config import validate
 from segkit.errors import ConfigError
+from segkit.metric_names import internal, to_mlflow
 from segkit.trainer import scaled_lr
 from tests.helpers import (
     ROOT,
@@ -414,7 +415,7 @@ def test_smoke_run_against_a_tracking_server(mlflow_server, single_run):
     print(f"smoke run against an mlflow server: {seconds:.0f} s")
     assert run.info.status == "FINISHED"
     assert run.data.params["tracking.uri"] == mlflow_server
-    assert "val_mdice" in run.data.metrics and "test_mdice" in run.data.metrics
+    assert "val_mdice" in internal(run.data.metrics) and "test_mdice" in internal(run.data.metrics)
     model_uri = run.data.tags["segkit.model_uri"]
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.keras.load_model(model_uri)  # its artifacts came back through the server
@@ -454,14 +455,17 @@ def test_two_workers_train_one_model_into_one_run(mlflow_server, server_jobs, si
     # only the chief's run folder has checkpoints
     assert (folder / "w0" / "checkpoints" / "best.keras").is_file()
     assert not (folder / "w1" / "checkpoints").exists()
-    history = client.get_metric_history(run.info.run_id, "loss")
-    assert [h.step for h in history] == [0, 1]
+    history = client.get_metric_history(run.info.run_id, to_mlflow("loss"))
+    assert [h.step for h in history] == [1, 2]
 
     single, _ = single_run
-    per_epoch = {k: [[h.value for h in sorted(client.get_metric_history(r.info.run_id, k),
-                                              key=lambda h: h.step)] for r in (single, run)]
+    def values(run_id, key):
+        return [h.value for h in sorted(client.get_metric_history(run_id, to_mlflow(key)),
+                                        key=lambda h: h.step)]
+
+    per_epoch = {k: [values(r.info.run_id, k) for r in (single, run)]
                  for k in ("loss", "dice", "val_loss", "val_dice")}
-    final = {k: (single.data.metrics[k], run.data.metrics[k])
+    final = {k: (internal(single.data.metrics)[k], internal(run.data.metrics)[k])
              for k in ("val_mdice", "test_mdice", "test_pixel_accuracy")}
     print(f"two workers: {seconds:.0f} s; one process vs two workers, per epoch: "
           + "; ".join(f"{k} {a} / {b}" for k, (a, b) in per_epoch.items())

@@ -21,6 +21,7 @@ from segkit.config import validate
 from segkit.data.cache import load_arrays
 from segkit.data.dataset import DataError, decode_all, discover, load_image, load_mask
 from segkit.errors import ConfigError
+from segkit.metric_names import internal, to_mlflow
 from segkit.targets import TargetError, instantiate_all
 from segkit.tracking import check_reachable
 from tests.helpers import (
@@ -207,11 +208,11 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, smoke_cache, tmp_p
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = client.search_runs([run.info.experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["epochs_run"] == 12
+    assert internal(run.data.metrics)["epochs_run"] == 12
     assert run.data.tags["segkit.resumed_after_epoch"] == str(done)
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
-    assert sorted(set(steps)) == list(range(12))
-    assert "test_mdice" in run.data.metrics
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, to_mlflow("loss"))]
+    assert sorted(set(steps)) == list(range(1, 13))
+    assert "test_mdice" in internal(run.data.metrics)
     # a finished run cannot be resumed again
     res = run_py(*common, f"trainer.resume={run.info.run_id}", f"hydra.run.dir={tmp_path}/x",
                  env=env, timeout=300)
@@ -250,7 +251,8 @@ def test_deterministic_runs_give_identical_metrics(mlflow_server, deterministic_
         assert res.returncode == 0, res.stderr[-3000:]
     client = MlflowClient(mlflow_server)
     a, b = client.search_runs([client.get_experiment_by_name(DETERMINISTIC).experiment_id])
-    keys = [k for k in a.data.metrics if k.startswith(("test_", "val_", "loss"))]
+    keys = [k for k in internal(a.data.metrics) if k.startswith(("test_", "val_", "loss"))]
     assert len(keys) > 20
-    assert {k: a.data.metrics[k] for k in keys} == {k: b.data.metrics[k] for k in keys}
+    ma, mb = internal(a.data.metrics), internal(b.data.metrics)
+    assert {k: ma[k] for k in keys} == {k: mb[k] for k in keys}
     assert a.data.tags["segkit.config_hash"] == b.data.tags["segkit.config_hash"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from segkit.metric_names import internal, to_mlflow
 from tests.helpers import Job, cli_env, free_port, mlflow_server_at, tracking_uri
 
 EPOCHS = 20  # fast smoke epochs (a fraction of a second each): the server goes after the 1st
@@ -35,7 +36,7 @@ def test_the_journal_skips_a_torn_line_and_sends_each_epoch_with_its_step(tmp_pa
     with tracking_uri(f"sqlite:///{tmp_path}/mlflow.db"):
         run = MlflowClient().create_run(MlflowClient().create_experiment("j"))
         assert journal.send(run.info.run_id) == 2
-        history = MlflowClient().get_metric_history(run.info.run_id, "loss")
+        history = MlflowClient().get_metric_history(run.info.run_id, to_mlflow("loss"))
         assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (2, 0.25)]
         assert mlflow.active_run() is None
     assert not journal.path.exists()
@@ -88,9 +89,9 @@ def test_training_outlives_a_lost_tracking_server_and_sync_completes_the_run(
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
         for key in ("loss", "val_loss", "val_dice"):
-            steps = [m.step for m in client.get_metric_history(run_id, key)]
-            assert sorted(steps) == list(range(EPOCHS)), key
-        assert {"test_mdice", "val_mdice", "epochs_run"} <= set(run.data.metrics)
+            steps = [m.step for m in client.get_metric_history(run_id, to_mlflow(key))]
+            assert sorted(steps) == list(range(1, EPOCHS + 1)), key
+        assert {"test_mdice", "val_mdice", "epochs_run"} <= set(internal(run.data.metrics))
         assert run.data.tags["segkit.model_uri"].startswith("models:/")
         files = {a.path for a in client.list_artifacts(run_id, "evaluation")}
         assert {"evaluation/metrics.json", "evaluation/report.md"} <= files

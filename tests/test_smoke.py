@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from segkit.metric_names import internal, to_mlflow
 from tests.helpers import ROOT, SMOKE_ARGS, Job, cli_env, start_early, tracking_uri
 
 pytestmark = pytest.mark.e2e
@@ -75,12 +76,12 @@ def test_run_logs_params_metrics_and_context(smoke):
     assert (p["split.train_size"], p["split.val_size"], p["split.test_size"]) == ("8", "4", "4")
     assert len(p["data.fingerprint"]) == 64
     assert p["trainer.policy"] in ("mixed_bfloat16", "float32")
-    m = run.data.metrics
+    m = internal(run.data.metrics)
     for key in ("test_mdice", "test_miou", "test_pixel_accuracy", "val_mdice", "train_seconds"):
         assert key in m
     assert 0 <= m["test_mdice"] <= 1 and 0 <= m["test_pixel_accuracy"] <= 1
-    history = MlflowClient(uri).get_metric_history(run.info.run_id, "loss")
-    assert [h.step for h in history] == [0, 1]
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, to_mlflow("loss"))
+    assert [h.step for h in history] == [1, 2]
     assert len(run.data.tags["segkit.git_commit"]) in (40, 7) or \
         run.data.tags["segkit.git_commit"] == "unknown"
     assert run.data.tags["segkit.split"] == "official"
@@ -125,9 +126,9 @@ def test_logged_model_reloads_and_reproduces_metrics(smoke, real_root, fresh_loa
     res = fresh_load_job.wait(timeout=300)
     assert res.stdout.strip().endswith("(1, 64, 64, 1)"), res.stderr[-2000:]
     again = evaluate(reloaded, images, masks, [s.name for s in samples], split="official/test")
-    assert again.metrics["mdice"] == pytest.approx(run.data.metrics["test_mdice"], abs=1e-9)
-    assert again.metrics["pixel_accuracy"] == pytest.approx(
-        run.data.metrics["test_pixel_accuracy"], abs=1e-9)
+    logged = internal(run.data.metrics)
+    assert again.metrics["mdice"] == pytest.approx(logged["test_mdice"], abs=1e-9)
+    assert again.metrics["pixel_accuracy"] == pytest.approx(logged["test_pixel_accuracy"], abs=1e-9)
 
 
 def test_evaluate_task_reproduces_the_training_run(smoke, evaluate_job):
@@ -143,7 +144,8 @@ def test_evaluate_task_reproduces_the_training_run(smoke, evaluate_job):
     arts = {a.path for a in client.list_artifacts(ev.info.run_id, "evaluation")}
     assert {"evaluation/report.md", "evaluation/history.png"} <= arts  # history from source
     for key in ("test_mdice", "test_miou", "test_pixel_accuracy", "test_auc", "val_mdice"):
-        assert ev.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-9), key
+        assert internal(ev.data.metrics)[key] == pytest.approx(
+            internal(run.data.metrics)[key], abs=1e-9), key
 
 
 def test_predict_command_matches_the_logged_model(smoke, predict_job):

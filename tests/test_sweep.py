@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from segkit.metric_names import internal, to_mlflow
 from tests.helpers import ROOT, Job, cli_env, start_early
 
 SMOKE = ("debug=smoke", "trainer.epochs=1", "split.val_fraction=0.34",
@@ -172,11 +173,12 @@ def test_grid_sweep_nests_four_children_under_one_parent(grid):
     for row in rows:
         assert float(row["val_mdice"]) == pytest.approx(
             by_run[row["run_id"]].data.metrics["val_mdice"])
-    best = max(children, key=lambda c: c.data.metrics["val_mdice"])
+    best = max(children, key=lambda c: internal(c.data.metrics)["val_mdice"])
     assert tags["segkit.best_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_val_mdice"] == pytest.approx(
-        best.data.metrics["val_mdice"])
-    assert parent.data.metrics["jobs_total"] == 4 and parent.data.metrics["jobs_failed"] == 0
+    assert internal(parent.data.metrics)["best_val_mdice"] == pytest.approx(
+        internal(best.data.metrics)["val_mdice"])
+    counts = internal(parent.data.metrics)
+    assert counts["jobs_total"] == 4 and counts["jobs_failed"] == 0
     assert (tmp / "sweep1" / "summary.csv").is_file()
     assert (tmp / "sweep1" / "summary.png").stat().st_size > 1000
 
@@ -205,12 +207,13 @@ def test_skip_completed_reuses_finished_runs_and_still_summarises(grid, real_roo
         assert "segkit.run_dir" not in child.data.tags
         source = next(c for c in first if c.info.run_id == child.data.tags["segkit.skipped_from"])
         assert child.data.tags["segkit.config_hash"] == source.data.tags["segkit.config_hash"]
-        assert child.data.metrics["val_mdice"] == source.data.metrics["val_mdice"]
+        assert (internal(child.data.metrics)["val_mdice"]
+                == internal(source.data.metrics)["val_mdice"])
     rows = read_summary(uri, new_parent.info.run_id)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"SKIPPED"}
     assert {r["skipped_from"] for r in rows} == first_ids
-    assert new_parent.data.metrics["jobs_skipped"] == 4
-    best = max(first, key=lambda c: c.data.metrics["val_mdice"])
+    assert internal(new_parent.data.metrics)["jobs_skipped"] == 4
+    best = max(first, key=lambda c: internal(c.data.metrics)["val_mdice"])
     assert new_parent.data.tags["segkit.best_run_id"] == best.info.run_id
 
 
@@ -229,7 +232,7 @@ def test_failing_jobs_are_recorded_and_the_others_finish(failing_sweep):
     assert parents[0].info.status == "FINISHED"  # FAILED only when every job failed
     by_name = {c.info.run_name: c for c in children}
     ok = by_name[f"model.depth=2,callbacks.extra.0.filename={good_log}"]
-    assert ok.info.status == "FINISHED" and "val_mdice" in ok.data.metrics
+    assert ok.info.status == "FINISHED" and "val_mdice" in internal(ok.data.metrics)
     in_run = by_name[f"model.depth=2,callbacks.extra.0.filename={bad_log}"]
     assert in_run.info.status == "FAILED"
     assert "missing" in in_run.data.tags["segkit.error"]
@@ -280,15 +283,15 @@ def test_optuna_search_fails_bad_trials_and_keeps_going(optuna_sweep):
     if not good:
         assert parents[0].info.status == "FAILED"
         return
-    best = max(good, key=lambda r: r.data.metrics["val_mdice"])
+    best = max(good, key=lambda r: internal(r.data.metrics)["val_mdice"])
     # Hydra handed the job's returned objective to Optuna
     results = OmegaConf.load(optuna_sweep.sweep_dir / "optimization_results.yaml")
-    assert results.best_value == pytest.approx(best.data.metrics["val_mdice"])
+    assert results.best_value == pytest.approx(internal(best.data.metrics)["val_mdice"])
     assert results.best_params["model.upsampling"] == "transpose"
     assert str(results.best_params["optimizer.lr"]) == best.data.params["optimizer.lr"]
     assert parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["segkit.best_run_id"] == best.info.run_id
-    assert parents[0].data.metrics["best_val_mdice"] == pytest.approx(results.best_value)
+    assert internal(parents[0].data.metrics)["best_val_mdice"] == pytest.approx(results.best_value)
     arts = {a.path for a in MlflowClient(uri).list_artifacts(parents[0].info.run_id, "summary")}
     assert "summary/optimization_results.yaml" in arts
 
@@ -309,9 +312,10 @@ def test_parallel_joblib_jobs_log_to_a_tracking_server(mlflow_server, joblib_swe
     assert sorted(c.data.tags["segkit.sweep.job"] for c in children) == ["0", "1"]
     for child in children:
         assert child.info.run_name == f"optimizer.lr={child.data.params['optimizer.lr']}"
-        assert "val_mdice" in child.data.metrics
-        history = MlflowClient(mlflow_server).get_metric_history(child.info.run_id, "loss")
-        assert [h.step for h in history] == [0]
+        assert "val_mdice" in internal(child.data.metrics)
+        history = MlflowClient(mlflow_server).get_metric_history(child.info.run_id,
+                                                                 to_mlflow("loss"))
+        assert [h.step for h in history] == [1]  # epochs count from 1, as on the console
     rows = read_summary(mlflow_server, parents[0].info.run_id)
     assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
 

@@ -8,6 +8,7 @@ import csv
 import pytest
 from mlflow.tracking import MlflowClient
 
+from segkit.metric_names import internal
 from tests.helpers import cli_env, run_py
 
 pytestmark = pytest.mark.e2e
@@ -24,8 +25,8 @@ def test_a_seed_sweep_logs_its_interval_to_the_parent(real_root, smoke_cache, tm
     runs = client.search_runs([client.get_experiment_by_name("segkit-smoke").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("segkit.sweep") == "parent"]
     children = [r for r in runs if r is not parent and "mlflow.parentRunId" in r.data.tags]
-    values = sorted(c.data.metrics["test_mdice"] for c in children)
-    m = parent.data.metrics
+    values = sorted(internal(c.data.metrics)["test_mdice"] for c in children)
+    m = internal(parent.data.metrics)
     assert m["test_mdice_mean"] == pytest.approx(sum(values) / 2)
     assert (m["test_mdice_min"], m["test_mdice_max"]) == pytest.approx(tuple(values))
     assert m["test_mdice_n"] == 2

@@ -22,6 +22,7 @@ from segkit import tags as tag
 from segkit.config import validate
 from segkit.errors import SegkitError
 from segkit.fileio import write_text
+from segkit.metric_names import internal
 from segkit.registry import plain
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def find_completed(cfg: DictConfig, digest: str):
         filter_string=f"tags.`{tag.CONFIG_HASH}` = '{digest}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=100)
     for run in runs:
-        value = run.data.metrics.get(cfg.objective)
+        value = internal(run.data.metrics).get(cfg.objective)
         if tag.SKIPPED_FROM not in run.data.tags and value is not None and math.isfinite(value):
             return run
     return None
@@ -205,7 +206,7 @@ def record_skip(cfg: DictConfig, job: Job, found) -> float:
     metrics and model URI), so the summary lists it."""
     from mlflow.entities import Metric, Param
 
-    objective = float(found.data.metrics[cfg.objective])
+    objective = float(internal(found.data.metrics)[cfg.objective])
     log.info("sweep.skip_completed: this config already has FINISHED run %s (%s = %.4f); "
              "not training it again", found.info.run_id, cfg.objective, objective)
     print(f"skipped: same config as FINISHED run {found.info.run_id} "

@@ -1,5 +1,6 @@
-"""Inference runtimes behind one interface: a Predictor maps a float32 NHWC batch in [0, 1]
-to float32 (N, H, W, 1) probabilities, whichever runtime computes them.
+"""Inference runtimes behind one interface: a Predictor maps a float32 NHWC RGB batch in
+0-255 (what segkit's models take: their first layer rescales) to float32 (N, H, W, 1)
+probabilities, whichever runtime computes them.
 
 - ``tf``: TensorFlow, through Keras (a ``.keras`` file or an MLflow model) or a SavedModel
   folder. Always installed.
@@ -48,7 +49,8 @@ class ModelError(SegkitError):
 
 
 class Predictor(Protocol):
-    """float32 NHWC batch in [0, 1] -> float32 (N, input_size, input_size, 1) probabilities."""
+    """float32 NHWC RGB batch in 0-255 -> float32 (N, input_size, input_size, 1)
+    probabilities."""
 
     runtime: str  # "tf" | "onnx" | "openvino"
     input_size: int  # the square side the model takes

@@ -17,7 +17,7 @@ endif
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,deploy]'  # deploy: CI tests the exports
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install segkit with its dev tools

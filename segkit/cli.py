@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also TensorFlow's start-up lines and MLflow's download bars")
     _add_sync_parser(commands)
+    _add_export_parser(commands)
     _add_compare_parser(commands)
     return parser
 
@@ -110,6 +111,64 @@ def compare_command(args: argparse.Namespace) -> int:
                                      output=args.output, seed=args.seed, draws=args.draws)
     print(format_table(result, a, b, args.metric))
     print(f"written to {args.output}; logged as run {run_id} (experiment segkit-compare)")
+    return 0
+
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    e = commands.add_parser(
+        "export", help="export a model to ONNX, OpenVINO or a SavedModel, with a parity check",
+        description="Export a model (any MODEL that segkit predict takes) with Keras' own "
+                    "export, then run the same real images (the test split by default) "
+                    "through TensorFlow and the export: max |probability difference| and "
+                    "mask Dice are printed and written to parity.json beside it. An MLflow "
+                    "model's export is logged to its training run. Exit status: 0 exported, "
+                    "1 parity failed (export removed), 2 nothing could run. "
+                    "See docs/deployment.md.")
+    e.add_argument("--model", required=True, metavar="MODEL", help="model file or MLflow URI")
+    e.add_argument("--format", required=True, metavar="FORMAT",
+                   help="onnx | openvino | saved_model")
+    e.add_argument("--output", required=True, type=Path, metavar="PATH",
+                   help="the export: a .onnx or .xml file, or a SavedModel folder")
+    e.add_argument("--quantize", metavar="MODE", help="int8: static quantization (onnx, openvino)")
+    e.add_argument("--calibration", type=_positive, default=64, metavar="N",
+                   help="training images calibrating int8 (default 64)")
+    e.add_argument("--parity-images", type=_positive, default=16, metavar="N",
+                   help="images of the parity check (default 16)")
+    e.add_argument("--images", nargs="+", default=[], metavar="INPUT",
+                   help="parity images (files, folders, globs); default: the test split")
+    e.add_argument("--data", type=Path, metavar="DIR",
+                   help="dataset folder (default $SEGKIT_DATA_DIR): test split, calibration")
+    e.add_argument("--threshold", type=_threshold, metavar="T",
+                   help="mask threshold (default: the model's val_best_threshold, else 0.5)")
+    e.add_argument("--max-diff", type=float, metavar="D",
+                   help="largest allowed |probability difference| (default 1e-3; int8: 0.1)")
+    e.add_argument("--min-dice", type=float, metavar="D",
+                   help="smallest allowed mask Dice (default 0.999; int8: 0.9)")
+    e.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<cwd>/mlflow.db)")
+    e.add_argument("-v", "--verbose", action="store_true",
+                   help="also TensorFlow's start-up lines and MLflow's progress bars")
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Run ``segkit export``; return the exit status."""
+    from segkit import export
+
+    limits = None
+    if args.max_diff is not None or args.min_dice is not None:
+        base = export.default_limits(args.quantize)
+        limits = export.Limits(base.max_diff if args.max_diff is None else args.max_diff,
+                               base.min_dice if args.min_dice is None else args.min_dice)
+    request = export.Request(
+        args.model, args.format, args.output, quantize=args.quantize,
+        calibration=args.calibration, parity_images=args.parity_images,
+        inputs=tuple(args.images), data=args.data, threshold=args.threshold, limits=limits,
+        tracking_uri=args.tracking_uri)
+    request.check()  # before TensorFlow starts
+    with native_startup(args.verbose):
+        result = export.export_uri(request)
+    print("\n".join(result.lines()), flush=True)
     return 0
 
 
@@ -191,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_environment(args.verbose)
     _setup_logging()
     commands = {"sync": sync_command, "compare": compare_command, "predict": predict_command}
+    commands["export"] = export_command
     command = commands[args.command]
     try:
         return command(args)

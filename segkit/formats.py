@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,9 @@ def write(model: keras.Model, fmt: str, path: Path | str) -> Path:
         elif old.exists():
             old.unlink()
     _call_once(model)
-    model.export(str(path), format=_KERAS_FORMAT[fmt], verbose=False)
+    with warnings.catch_warnings():  # tf2onnx's probe of np.object, not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)
+        model.export(str(path), format=_KERAS_FORMAT[fmt], verbose=False)
     return path
 
 

@@ -21,10 +21,11 @@ HEADLINE = (("test_mdice", "mDice"), ("test_miou", "mIoU"), ("test_pixel_accurac
 
 def ui_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI: the server itself for http(s) stores, else the
-    default address of ``mlflow ui`` started on the same store."""
+    default address of ``mlflow ui`` started on the same store. ``workflowType`` opens the
+    UI's model-training view (its default view is GenAI's, which hides the runs' charts)."""
     base = tracking_uri.rstrip("/") if urlparse(tracking_uri).scheme in ("http", "https") \
         else UI_DEFAULT
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def headline(metrics: Mapping[str, float]) -> str:

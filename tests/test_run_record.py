@@ -37,17 +37,17 @@ def test_the_end_of_run_summary_names_every_place():
     run = SimpleNamespace(
         info=SimpleNamespace(status="FINISHED", run_name="bright-owl", run_id="abc",
                              experiment_id="3", artifact_uri="file:///m/abc/artifacts"),
-        data=SimpleNamespace(metrics={"test_mdice": 0.8, "test_miou": 0.7,
-                                      "test_pixel_accuracy": 0.95},
+        data=SimpleNamespace(metrics={"test/mdice": 0.8, "test/miou": 0.7,  # as logged
+                                      "test/pixel_accuracy": 0.95},
                              tags={"segkit.model_uri": "models:/m-1"}))
     lines = run_lines(run, "sqlite:////x/mlflow.db", "segkit", Path("/out/run1"))
     assert lines == [
         "run FINISHED: experiment 'segkit', run 'bright-owl' (id abc)",
         "  held-out test: mDice 0.8000, mIoU 0.7000, pixel accuracy 0.9500",
-        "  page:   http://127.0.0.1:5000/#/experiments/3/runs/abc",
+        "  page:   http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning",
         "          (start the UI with: mlflow ui --backend-store-uri sqlite:////x/mlflow.db)",
         "  report: file:///m/abc/artifacts/evaluation/report.html",
         "  model:  models:/m-1",
         "  folder: /out/run1"]
     assert ui_page("http://10.0.0.1:5000/", "3", "abc") == \
-        "http://10.0.0.1:5000/#/experiments/3/runs/abc"
+        "http://10.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from segkit.data.augmentations import check_augment
 from segkit.data.splits import check_split
 from segkit.errors import ConfigError
+from segkit.export import export_options
 from segkit.losses import check_loss
 from segkit.metrics import SCORE_KEYS, SUMMARY_KEYS
 from segkit.models import check_model
@@ -103,3 +104,4 @@ def validate(cfg: DictConfig) -> None:
     from_mapping(EvalOptions, plain(cfg.eval), "eval")
     check_targets(cfg)  # a _target_ outside segkit's allowlist never gets imported
     check_augment(cfg.augment)
+    export_options(cfg.get("export"))  # export.formats: known, and their packages installed

@@ -28,6 +28,7 @@ from segkit.console import native_startup
 from segkit.data import Prepared, prepare
 from segkit.data.pipeline import make_dataset
 from segkit.errors import ConfigError, DivergedError
+from segkit.export import export_trained
 from segkit.lifecycle import TrackedRun, tracked_run
 from segkit.losses import build_loss
 from segkit.models import build_model
@@ -308,6 +309,11 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
             model = single_device_copy(model)  # evaluated and logged on the chief alone
         metrics = log_and_evaluate(cfg, model, data, run_dir, state, run)
         distribute.barrier(runtime.strategy)  # multi_worker: the other workers may exit now
+        if cfg.get("export") and cfg.export.formats:  # ONNX/OpenVINO/SavedModel copies
+            with run.phase("export"):
+                export_trained(cfg.export, model, data.images["test"], run_dir,
+                               model_uri=str(state.state.get("model_uri", "")),
+                               threshold=metrics.get("val_best_threshold"))
         return objective(cfg, metrics, run.run_id)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from segkit.errors import ConfigError, RunFailed
 from segkit.fileio import write_text
-from segkit.formats import check_format, files_of, output_path, write
+from segkit.formats import check_format, files_of, output_path, require, write
 from segkit.quantize import check_quantize, onnx_to_openvino, quantize_onnx
 from segkit.runtimes import KerasPredictor, Predictor, open_exported
 
@@ -211,8 +211,16 @@ def export_model(model: keras.Model, fmt: str, output: Path | str, *, images: np
         with tempfile.TemporaryDirectory(prefix="segkit-fp32-") as tmp:
             fp32 = open_exported(write(model, "onnx", Path(tmp) / "f.onnx"), exported.runtime)
             result.held_out = _held_out(reference, exported, fp32, held_out, threshold)
-    meta = {**(record or {}), "format": fmt, "file": path.name, "runtime": exported.runtime,
-            "quantize": quantize, "parity_threshold": threshold, "parity": p,
+    _record(result, threshold, record or {})
+    return result
+
+
+def _record(result: Exported, threshold: float, record: dict) -> None:
+    """Write ``parity.json`` beside the export; remove the export and raise ParityFailed
+    when it missed its limits."""
+    path, fmt, p, limits = result.path, result.format, result.parity, result.limits
+    meta = {**record, "format": fmt, "file": path.name, "runtime": result.runtime,
+            "quantize": result.quantize, "parity_threshold": threshold, "parity": p,
             "limits": asdict(limits), "passed": result.passed, "held_out": result.held_out}
     write_text(parity_file(path, fmt), json.dumps(meta, indent=2))
     if not result.passed:
@@ -221,7 +229,6 @@ def export_model(model: keras.Model, fmt: str, output: Path | str, *, images: np
                            f"{p['max_abs_diff']:.2e} (limit {limits.max_diff:g}), mask Dice "
                            f"{p['mask_dice']:.5f} (limit {limits.min_dice:g}); export removed,"
                            f" figures in {parity_file(path, fmt)}")
-    return result
 
 
 # ---------------------------------------------------------------- images
@@ -357,3 +364,70 @@ def log_to_run(uri: str, result: Exported, tracking_uri: str) -> str | None:
             client.log_artifact(run_id, str(f), folder)
     client.log_artifact(run_id, str(parity_file(result.path, result.format)), folder)
     return run_id
+
+
+# ---------------------------------------------------------------- at the end of training
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The ``export`` config group (conf/export/): what a training run exports at its end."""
+
+    formats: list[str]
+    parity_images: int
+    max_diff: float
+    min_dice: float
+
+    def check(self) -> None:
+        """ConfigError naming the ``export.*`` key; a format's packages must be installed."""
+        for fmt in self.formats:
+            check_format(fmt, "export.formats:")
+            for module in {"onnx": ("tf2onnx", "onnxruntime"), "openvino": ("openvino",)}.get(
+                    fmt, ()):
+                require(module, f"export.formats={list(self.formats)}")
+        if self.parity_images < 1:
+            raise ConfigError(f"export.parity_images={self.parity_images} must be >= 1")
+        if not self.max_diff >= 0:
+            raise ConfigError(f"export.max_diff={self.max_diff} must be >= 0")
+        if not 0 <= self.min_dice <= 1:
+            raise ConfigError(f"export.min_dice={self.min_dice} must be in [0, 1]")
+
+
+def export_options(node: object) -> ExportOptions:
+    """The checked ``export`` config node (absent: nothing to export)."""
+    from segkit.registry import from_mapping, plain
+
+    values = plain(node) if node is not None else {}
+    defaults = {"formats": [], "parity_images": 16, "max_diff": FLOAT32_LIMITS.max_diff,
+                "min_dice": FLOAT32_LIMITS.min_dice}
+    return from_mapping(ExportOptions, {**defaults, **values}, "export")
+
+
+def export_trained(node: object, model: keras.Model, test_images: np.ndarray, run_dir: Path,
+                   *, model_uri: str, threshold: float | None) -> list[Exported]:
+    """Export a trained model in each of ``export.formats`` to ``<run_dir>/export/<format>/``
+    with parity on the first test images, and log each to the active MLflow run
+    (``export/<format>/``). A failed parity removes that export and warns: the run's model
+    and evaluation are logged already, and ``segkit export`` can try again."""
+    import mlflow
+
+    options = export_options(node)
+    images = np.asarray(test_images[:options.parity_images], np.float32)
+    done = []
+    for fmt in options.formats:
+        folder = Path(run_dir) / "export" / fmt
+        record: dict[str, object] = {"source_model": model_uri}
+        if threshold is not None:
+            record["threshold"] = threshold
+        try:
+            result = export_model(model, fmt, folder / "model", images=images,
+                                  threshold=0.5 if threshold is None else threshold,
+                                  limits=Limits(options.max_diff, options.min_dice),
+                                  record=record)
+        except ParityFailed as exc:
+            log.warning("export.formats: %s", exc)
+            continue
+        log.info("%s", "; ".join(result.lines()))
+        mlflow.log_artifacts(str(folder), f"export/{fmt}")
+        done.append(result)
+    return done

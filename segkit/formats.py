@@ -10,6 +10,7 @@ module, and a missing package is one ConfigError line naming the extra.
 from __future__ import annotations
 
 import importlib
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -83,6 +84,7 @@ def write(model: keras.Model, fmt: str, path: Path | str) -> Path:
         elif old.exists():
             old.unlink()
     _call_once(model)
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its per-step INFO lines
     with warnings.catch_warnings():  # tf2onnx's probe of np.object, not the user's concern
         warnings.simplefilter("ignore", FutureWarning)
         model.export(str(path), format=_KERAS_FORMAT[fmt], verbose=False)

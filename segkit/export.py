@@ -26,7 +26,7 @@ import numpy as np
 
 from segkit.errors import ConfigError, RunFailed
 from segkit.fileio import write_text
-from segkit.formats import check_format, files_of, output_path, require, write
+from segkit.formats import check_format, check_installed, files_of, output_path, write
 from segkit.quantize import check_quantize, onnx_to_openvino, quantize_onnx
 from segkit.runtimes import KerasPredictor, Predictor, open_exported
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARITY_FILE = "parity.json"  # beside an exported file, or inside a SavedModel folder
+PARITY_FILE = "parity.json"  # beside the export: its file(s) or SavedModel folder
 RUNTIME_OF = {"onnx": "onnx", "openvino": "openvino", "saved_model": "tf"}
 
 
@@ -175,8 +175,9 @@ def _remove(path: Path, fmt: str) -> None:
 
 
 def parity_file(path: Path, fmt: str) -> Path:
-    """Where the parity record of an export at ``path`` goes (segkit predict reads it)."""
-    return path / PARITY_FILE if fmt == "saved_model" else path.parent / PARITY_FILE
+    """Where the parity record of an export at ``path`` goes (segkit predict reads it):
+    beside it, in the same folder (one export per folder), kept when the export is removed."""
+    return path.parent / PARITY_FILE
 
 
 def export_model(model: keras.Model, fmt: str, output: Path | str, *, images: np.ndarray,
@@ -293,6 +294,7 @@ class Request:
     def check(self) -> None:
         """ConfigError for any option that cannot work, before a model is loaded."""
         check_format(self.format)
+        check_installed(self.format, f"--format {self.format}")
         check_quantize(self.quantize, self.format, self.calibration)
         (self.limits or default_limits(self.quantize)).check()
         if self.parity_images < 1:
@@ -382,9 +384,7 @@ class ExportOptions:
         """ConfigError naming the ``export.*`` key; a format's packages must be installed."""
         for fmt in self.formats:
             check_format(fmt, "export.formats:")
-            for module in {"onnx": ("tf2onnx", "onnxruntime"), "openvino": ("openvino",)}.get(
-                    fmt, ()):
-                require(module, f"export.formats={list(self.formats)}")
+            check_installed(fmt, f"export.formats={list(self.formats)}")
         if self.parity_images < 1:
             raise ConfigError(f"export.parity_images={self.parity_images} must be >= 1")
         if not self.max_diff >= 0:

@@ -38,6 +38,17 @@ def require(module: str, what: str) -> object:
                           f"installed ({type(exc).__name__}): {DEPLOY_EXTRA}") from None
 
 
+# what exporting to a format and checking its parity need: the exporter and the runtime
+_INSTALLED = {"onnx": ("onnx", "tf2onnx", "onnxruntime"), "openvino": ("openvino",),
+              "saved_model": ()}
+
+
+def check_installed(fmt: str, what: str) -> None:
+    """ConfigError naming the deploy extra when a package that ``fmt`` needs is missing."""
+    for module in _INSTALLED[fmt]:
+        require(module, what)
+
+
 def check_format(fmt: str, key: str = "--format") -> str:
     """``fmt`` if it is a known format, else ConfigError naming ``key``."""
     if fmt not in FORMATS:

@@ -122,7 +122,7 @@ def killed_search(real_root, smoke_cache, tmp_path_factory):
     """Killed (SIGKILL: no clean-up at all) as soon as trial 1 starts, by a watcher thread
     started with the search."""
     tmp = tmp_path_factory.mktemp("killed")
-    job = _search(real_root, smoke_cache, tmp, "hydra.sweeper.n_trials=2", "trainer.epochs=3",
+    job = _search(real_root, smoke_cache, tmp, "hydra.sweeper.n_trials=2", "trainer.epochs=1",
                   "hydra.sweeper.pruner.name=none")
     watcher = threading.Thread(target=_kill_when_trial_1_starts, args=(job, tmp / "sweep"),
                                daemon=True)
@@ -206,7 +206,7 @@ def test_killed_search_resumes_its_study(killed_search, real_root, smoke_cache):
     job, tmp, watcher = killed_search
     watcher.join(900)
     assert job.wait().returncode == -signal.SIGKILL
-    again = _search(real_root, smoke_cache, tmp, "hydra.sweeper.n_trials=2", "trainer.epochs=3",
+    again = _search(real_root, smoke_cache, tmp, "hydra.sweeper.n_trials=2", "trainer.epochs=1",
                     "hydra.sweeper.pruner.name=none", name="sweep2").wait()
     assert again.returncode == 0, again.stdout[-3000:]
     assert "1 trial(s) already count, 1 to go" in again.stdout

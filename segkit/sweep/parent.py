@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit import tags as tag
 from segkit.fileio import atomic_path, write_text
+from segkit.metric_names import internal, to_mlflow
+from segkit.search import study as search
 from segkit.sweep.groups import format_groups, group_metrics, group_rows
 from segkit.sweep.job import INTERRUPTED, SWEEP_FILE, _client, _split
 
@@ -59,6 +61,8 @@ def planned_jobs(config: DictConfig) -> list[dict] | None:
     Optuna's ``n_trials`` trials, whose values are not known yet (``overrides`` None). None
     for another sweeper, or when the plan cannot be worked out (the summary then lists the
     jobs that ran)."""
+    if search.is_search(config):  # a resumable study: its trials are not known in advance
+        return None
     n_trials = OmegaConf.select(config, "hydra.sweeper.n_trials")
     if n_trials is not None:
         return [{"job": i, "overrides": None} for i in range(int(n_trials))]
@@ -153,13 +157,34 @@ def start_sweep(config: DictConfig) -> dict:
         "planned": planned_jobs(config),
     }
     client = _client(uri)
-    run = client.create_run(experiment_id, run_name=_sweep_name(config, values, swept)[:250],
-                            tags=_parent_tags(config, info))
-    client.log_batch(run.info.run_id, params=_parent_params(config, values))
-    info["parent_run_id"] = run.info.run_id
+    info["parent_run_id"] = _study_parent(client, config, experiment_id)
+    if info["parent_run_id"] is None:
+        run = client.create_run(experiment_id, run_name=_sweep_name(config, values, swept)[:250],
+                                tags=_parent_tags(config, info))
+        client.log_batch(run.info.run_id, params=_parent_params(config, values))
+        info["parent_run_id"] = run.info.run_id
     write_text(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2) + "\n")
-    log.info("sweep parent run %s in experiment %r (%s)", run.info.run_id, experiment, uri)
+    log.info("sweep parent run %s in experiment %r (%s)", info["parent_run_id"], experiment,
+             uri)
     return info
+
+
+def _study_parent(client: Any, config: DictConfig, experiment_id: str) -> str | None:
+    """An Optuna search whose study already has a parent run (a resumed search): that run,
+    reopened (RUNNING), so the parent stays the study; else None."""
+    if not search.is_search(config):
+        return None
+    name, storage = search.study_identity(config)
+    runs = client.search_runs(
+        [experiment_id], f"tags.`{search.STUDY_TAG}` = '{name}' and "
+        f"tags.`{search.STORAGE_TAG}` = '{search.masked(storage)}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    client.update_run(run_id, status="RUNNING")
+    log.info("search: study %s continues in its parent run %s", name, run_id)
+    return run_id
 
 
 def _children(client, parent_run_id: str) -> list:
@@ -192,13 +217,15 @@ def _job_number(run) -> tuple[int, int]:
 def _run_row(run, swept: Sequence[str], objective: str) -> dict:
     """A job that ran: its number, run, status (SKIPPED for a skip), overrides, the
     objective, the error, then every final metric."""
-    tags, metrics = run.data.tags, run.data.metrics
+    tags, metrics = run.data.tags, internal(run.data.metrics)
     try:
         overrides = [str(o) for o in json.loads(tags.get(tag.OVERRIDES, "[]"))]
     except ValueError:
         overrides = []
     values = dict(_split(o) for o in overrides)
     status = "SKIPPED" if tag.SKIPPED_FROM in tags else run.info.status
+    if tags.get(search.TRIAL_STATE_TAG) == "pruned":  # an Optuna trial its pruner stopped
+        status = "PRUNED"
     end = run.info.end_time
     row = {"job": tags.get(tag.JOB, ""), "run_id": run.info.run_id,
            "run_name": run.info.run_name, "status": status,
@@ -253,6 +280,7 @@ def count_jobs(rows: Sequence[dict], planned: Sequence[dict] | None) -> dict[str
             "jobs_planned": len(planned) if planned is not None else len(rows),
             "jobs_finished": status.count("FINISHED"), "jobs_skipped": status.count("SKIPPED"),
             "jobs_failed": status.count("FAILED"), "jobs_killed": status.count("KILLED"),
+            "jobs_pruned": status.count("PRUNED"),
             "jobs_not_started": status.count(NOT_STARTED)}
 
 
@@ -324,7 +352,7 @@ def _log_groups(client: Any, info: dict, rows: list[dict]) -> list[dict]:
     if len(groups) == 1:
         now = int(time.time() * 1000)
         values = group_metrics(groups[0])
-        metrics = [Metric(k, v, now, 0) for k, v in values.items()]
+        metrics = [Metric(to_mlflow(k), v, now, 0) for k, v in values.items()]
         for start in range(0, len(metrics), 900):  # MLflow takes 1000 metrics per batch
             client.log_batch(info["parent_run_id"], metrics=metrics[start:start + 900])
     return groups
@@ -344,7 +372,8 @@ def _report(counts: dict, best: dict | None, objective: str, csv_path: Path,
              f"{best['skipped_from'] or best['run_id']})" if best else "no job finished")
     print(f"sweep: {counts['jobs_total']} jobs, {counts['jobs_finished']} finished, "
           f"{counts['jobs_skipped']} skipped, {counts['jobs_failed']} failed, "
-          f"{counts['jobs_killed']} killed, {counts['jobs_not_started']} not started; "
+          f"{counts['jobs_killed']} killed, {counts.get('jobs_pruned', 0)} pruned, "
+          f"{counts['jobs_not_started']} not started; "
           f"{shown}; summary {csv_path}, parent run {parent}")
     if counts["jobs_killed"] or counts["jobs_not_started"]:
         print("sweep: to run the jobs that did not finish, rerun the same command with "
@@ -360,6 +389,8 @@ def finish_sweep(info: dict, aborted: str | None = None) -> dict:
     parent, objective, sweep_dir = info["parent_run_id"], info["objective"], Path(
         info["sweep_dir"])
     interrupted = (sweep_dir / INTERRUPTED).is_file()
+    if aborted is None and (sweep_dir / search.ABORTED).is_file():  # max_failure_rate
+        aborted = (sweep_dir / search.ABORTED).read_text().strip()
     rows = summary_rows(_close_dead_jobs(client, parent), info["swept"], objective,
                         info.get("planned"), interrupted_job(sweep_dir) if interrupted else None)
     best = best_row(rows, objective, info["direction"])
@@ -387,7 +418,7 @@ def _metrics(counts: dict, best: dict | None, objective: str) -> list:
     values = dict(counts)
     if best is not None:
         values[f"best_{objective}"] = best[objective]
-    return [Metric(k, float(v), now, 0) for k, v in values.items()]
+    return [Metric(to_mlflow(k), float(v), now, 0) for k, v in values.items()]
 
 
 def plot_summary(rows: Sequence[dict], swept: Sequence[str], objective: str, path: Path,

@@ -268,7 +268,7 @@ def load_masks(samples: list[Sample], size: int) -> np.ndarray:
     return np.stack([load_mask(s.mask, size) for s in samples])
 
 
-def _calibration(root: Path, n: int, size: int) -> np.ndarray:
+def calibration_images(root: Path, n: int, size: int) -> np.ndarray:
     """``n`` training images, a seeded draw (seed 0) from the official train part."""
     train = split_samples(root, "train")
     pick = np.random.default_rng(0).permutation(len(train))[:n]
@@ -331,7 +331,7 @@ def export_uri(request: Request) -> Exported:
         record["threshold"] = threshold  # the model's own: segkit predict uses it
     held_out = calibration = None
     if request.quantize:
-        calibration = _calibration(data_root(request.data), request.calibration, size)
+        calibration = calibration_images(data_root(request.data), request.calibration, size)
         held_out = (load_images([s.image for s in test], size), load_masks(test, size))
     result = export_model(model, request.format, request.output,
                           images=load_images(paths, size), threshold=threshold,

@@ -17,8 +17,10 @@ through ``segkit.predict.predict_files`` (read, resize, predict, resize back, wr
 the share of the float32 peak the batch-8 rate reaches (forward FLOPs counted by
 benchmarks/common/flops.py, peak from benchmarks/flops.py). Parity on every held-out test
 image (120): Dice between each runtime's masks and TensorFlow's, and each one's held-out
-mDice (threshold 0.5, at the model's size). Writes ``--out`` and the ``runtimes`` section of
-``--md``. About 10-15 minutes on an idle 2-core CPU; --quick is for checking the script.
+mDice (threshold 0.5, at the model's size). Writes ``--out`` and the runtimes section of
+BENCHMARKS.md (``--md``, rendered again from results/benchmarks.json beside ``--out``, as
+``pipeline.py --render-only`` does). About 10-15 minutes on an idle 2-core CPU; --quick
+is for checking the script.
 """
 
 from __future__ import annotations
@@ -40,24 +42,9 @@ from benchmarks.common.config import check_dataset  # noqa: E402
 from benchmarks.common.machine import machine  # noqa: E402
 from benchmarks.common.timing import logger, median, rotate  # noqa: E402
 
-SECTION = "runtimes"
 TARGETS = {"float32_x_tf": 1.8, "float32_peak": 0.80, "int8_x_tf": 2.5, "int8_drop": 0.005,
            "parity_dice": 0.999}
 KINDS = ("tf", "tf_xla", "onnx", "openvino", "onnx_int8", "openvino_int8")
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in
-    ``path`` (appended at the end when the markers are absent)."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def train_reference(size: int, train: list, images: int, epochs: int, log) -> object:
@@ -234,7 +221,7 @@ def verdicts(res: dict) -> list[str]:
         lines.append(f"Best int8: {best}, x{k[best]['x_tf']:.2f} TensorFlow, held-out mDice "
                      f"drop {k[best]['mdice_drop']:+.4f} (targets x2.5 and <= 0.005): "
                      f"{'met' if ok else 'missed'}. This CPU's int8 dot-product flags: "
-                     f"{', '.join(res['int8_flags']) or 'none (no VNNI, no AMX)'}.")
+                     f"{', '.join(res.get('int8_flags', [])) or 'none (no VNNI, no AMX)'}.")
     bad = [n for n in k if "int8" not in n and k[n]["mask_dice_vs_tf"] < TARGETS["parity_dice"]]
     lines.append("Float32 parity (mask Dice vs TensorFlow >= 0.999 on every test image): "
                  + ("met." if not bad else f"missed by {', '.join(bad)}."))
@@ -273,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--e2e-images", type=int, default=None,
                     help="test files predicted end to end (default 50; quick 8)")
     ap.add_argument("--md", type=Path, default=ROOT / "BENCHMARKS.md",
-                    help="Markdown file whose runtimes section is (re)written")
+                    help="the BENCHMARKS.md rendered again (default: the checkout's)")
     args = ap.parse_args(argv)
     args.data_dir = args.data_dir or DEFAULT_DATA
     stamp = results.Provenance("runtimes.py", sys.argv[1:] if argv is None else argv)
@@ -283,8 +270,21 @@ def main(argv: list[str] | None = None) -> None:
     res["command"] = "python benchmarks/runtimes.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     results.save(args.out, res)
-    write_section(args.md, SECTION, render(res))
     print(render(res))
+    rerender(args.out, args.md)
+
+
+def rerender(out: Path, md: Path) -> None:
+    """BENCHMARKS.md rendered again (as ``pipeline.py --render-only``), now with the
+    runtimes section, when ``out``'s folder holds the pipeline's benchmarks.json."""
+    from benchmarks.common.report import write_outputs
+
+    main_results = Path(out).parent / "benchmarks.json"
+    if not main_results.is_file():
+        print(f"no {main_results}: {md} left as it is (run benchmarks/pipeline.py)")
+        return
+    write_outputs(results.load(main_results), main_results, md)
+    print(f"written {out}; {md} rendered again with the runtimes section")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def render_markdown(res: Mapping, rows: Sequence[Mapping] | None = None) -> str:
     rows = assess(res) if rows is None else rows
     lines = ["# Benchmarks", "", *intro(res), *machine_section(res), *table(rows),
              *settings_section(res), *training_section(res), *findings_section(res),
-             *gpu_section(res), *determinism_section(res)]
+             *gpu_section(res), *determinism_section(res), *runtimes_section(res)]
     return "\n".join(lines)
 
 
@@ -104,6 +104,15 @@ def findings_section(res: Mapping) -> list[str]:
 def gpu_section(res: Mapping) -> list[str]:
     acc = res.get("accelerator_md")
     return ["## GPU", "", acc.strip(), ""] if acc else []
+
+
+def runtimes_section(res: Mapping) -> list[str]:
+    """The inference runtimes, when benchmarks/runtimes.py has written results/runtimes.json."""
+    if not res.get("runtimes"):
+        return []
+    from benchmarks.runtimes import render
+
+    return [render(res["runtimes"])]
 
 
 def determinism_section(res: Mapping) -> list[str]:

@@ -15,6 +15,7 @@ from benchmarks.common.markdown import render_markdown
 # Written by other scripts beside the results file, included when present.
 DETERMINISM = "determinism_cost.json"  # benchmarks/determinism_cost.py
 ACCELERATOR = "accelerator.md"         # benchmarks/accelerator.py, on a GPU machine
+RUNTIMES = "runtimes.json"              # benchmarks/runtimes.py
 
 
 def include_other_scripts(res: dict, folder: Path) -> None:
@@ -24,6 +25,8 @@ def include_other_scripts(res: dict, folder: Path) -> None:
         res["determinism"] = json.loads(det.read_text())
     if acc.is_file():
         res["accelerator_md"] = acc.read_text()
+    if (folder / RUNTIMES).is_file():
+        res["runtimes"] = json.loads((folder / RUNTIMES).read_text())
 
 
 def write_outputs(res: dict, out: Path, md: Path) -> list[dict]:

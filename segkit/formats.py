@@ -10,6 +10,7 @@ module, and a missing package is one ConfigError line naming the extra.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import shutil
 import warnings
@@ -44,9 +45,12 @@ _INSTALLED = {"onnx": ("onnx", "tf2onnx", "onnxruntime"), "openvino": ("openvino
 
 
 def check_installed(fmt: str, what: str) -> None:
-    """ConfigError naming the deploy extra when a package that ``fmt`` needs is missing."""
+    """ConfigError naming the deploy extra when a package that ``fmt`` needs is missing.
+    Looked up, not imported: tf2onnx would start TensorFlow."""
     for module in _INSTALLED[fmt]:
-        require(module, what)
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{what} needs the Python package {module!r}, which is not "
+                              f"installed: {DEPLOY_EXTRA}")
 
 
 def check_format(fmt: str, key: str = "--format") -> str:

@@ -3,13 +3,14 @@
     python benchmarks/search_pruning.py            # the measurement: about 30 min on 2 CPU cores
     python benchmarks/search_pruning.py --tiny --out /tmp/sp.json --no-render   # a proof run
 
-On the real dataset (SEGKIT_DATA_DIR), at ``--size`` px with ``--limit`` images per part and a
-small U-Net, the same search (space, TPE sampler and seed) runs twice: ``pruner=none`` and
-``pruner=median``. Per search: epochs trained (the epochs each trial reported), wall time,
-trials complete / pruned, and the best validation mDice (``val_mdice`` of the best COMPLETE
-trial). Then two checks: resume (the sweeper is killed while trial 1 trains, the same command
-is run again: completed trials are not retrained, the study ends with ``n_trials`` counted
-trials) and two joblib workers on one journal file (no trial lost or duplicated, one parent).
+On the real dataset (SEGKIT_DATA_DIR), at ``--size`` px with ``--limit`` images per part and
+a small U-Net, the same search (space, TPE sampler and seed) runs twice: ``pruner=none`` and
+with ``--pruner`` (successive halving by default: rungs at epochs 1 and 3, a third goes on).
+Per search: epochs trained (the epochs each trial reported), wall time, trials complete /
+pruned, and the best validation mDice (``val_mdice`` of the best COMPLETE trial). Then two
+checks: resume (the sweeper is killed while trial 1 trains, the same command is run again:
+completed trials are not retrained, the study ends with ``n_trials`` counted trials) and two
+joblib workers on one journal file (no trial lost or duplicated, one parent run).
 Writes ``--out`` (JSON) and, unless ``--no-render``, its section of RESULTS.md.
 """
 
@@ -39,7 +40,8 @@ def space(args: argparse.Namespace) -> list[str]:
             "loss=choice(bce,dice,bce_dice)", f"hydra.sweeper.n_trials={args.trials}",
             "hydra.sweeper.sampler.name=tpe", f"hydra.sweeper.sampler.seed={args.seed}",
             f"hydra.sweeper.sampler.n_startup_trials={max(args.trials // 2, 2)}",
-            "hydra.sweeper.pruner.n_startup_trials=3", "hydra.sweeper.pruner.n_warmup_steps=1"]
+            "hydra.sweeper.pruner.n_startup_trials=3", "hydra.sweeper.pruner.n_warmup_steps=2",
+            "hydra.sweeper.pruner.min_resource=1", "hydra.sweeper.pruner.reduction_factor=3"]
 
 
 def command(args: argparse.Namespace, work: Path, name: str, *extra: str) -> list[str]:
@@ -135,7 +137,7 @@ def workers_check(args: argparse.Namespace, work: Path, log: Path) -> dict:
 
 
 def render(res: dict) -> str:
-    a, b = res["searches"]["none"], res["searches"]["median"]
+    a, b = res["searches"]["none"], res["searches"][res["pruner"]]
     ratio = b["epochs_trained"] / a["epochs_trained"] if a["epochs_trained"] else float("nan")
     gap = (a["best_val_mdice"] or 0) - (b["best_val_mdice"] or 0)
     lines = [START, "## Optuna search: pruning, resume, parallel workers", "",
@@ -174,6 +176,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--limit", type=int, default=240, help="images per part (data.limit)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--pruner", default="successive_halving",
+                    choices=["median", "successive_halving", "hyperband"])
     ap.add_argument("--tiny", action="store_true", help="3 trials, 2 epochs, 64 px, 16 images")
     ap.add_argument("--out", default="results/search_pruning.json")
     ap.add_argument("--no-render", action="store_true", help="leave RESULTS.md alone")
@@ -188,9 +192,10 @@ def main() -> None:
     print(f"working in {work} (log: {log})")
     res: dict = {"setup": f"{args.trials} trials x {args.epochs} epochs, {args.size} px, "
                           f"{args.limit} images per part, U-Net depth 3, TPE seed {args.seed}, "
-                          f"median pruner (3 startup trials, 1 warm-up epoch)",
-                 "searches": {}}
-    for pruner in ("none", "median"):
+                          f"pruner {args.pruner} (median: 3 startup trials, from epoch 2; "
+                          "halving: rungs at epochs 1, 3, reduction factor 3)",
+                 "pruner": args.pruner, "searches": {}}
+    for pruner in ("none", args.pruner):
         rc, seconds = run(command(args, work, pruner, f"hydra.sweeper.pruner.name={pruner}"),
                           log)
         res["searches"][pruner] = {"exit_status": rc, **search_totals(work, pruner, seconds)}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segkit.data.augmentations import check_augment
 from segkit.data.splits import check_split
@@ -71,12 +71,23 @@ class EvalOptions:
                  f"eval.bootstrap_draws={self.bootstrap_draws} must be 0 (off) or >= 100")
 
 
+def _check_model_uri(uri: object) -> None:
+    """``model_uri``: null, one URI, or a list of URIs (an ensemble: mean of probabilities)."""
+    if uri is None or isinstance(uri, str):
+        return
+    uris = list(uri) if isinstance(uri, (list, ListConfig)) else None
+    _require(bool(uris) and all(isinstance(u, str) and u for u in uris or ()),
+             f"model_uri={uri} must be one model URI or a list of them ([uri1,uri2]: an "
+             "ensemble)")
+
+
 def _check_run(cfg: DictConfig) -> None:
     """The keys of the run as a whole: task, model_uri, objective, data size and limit."""
     _require(cfg.task in TASKS, f"task={cfg.task!r} is unknown: use train or evaluate")
     _require(isinstance(cfg.verbose, bool), f"verbose={cfg.verbose!r} must be true or false")
     _require(cfg.task != "evaluate" or bool(cfg.model_uri),
              "task=evaluate needs model_uri=<runs:/RUN_ID/model | models:/NAME/VERSION | path>")
+    _check_model_uri(cfg.model_uri)
     _require(cfg.objective in OBJECTIVES,
              f"objective={cfg.objective!r} must be a validation metric (the held-out split "
              f"never selects models): use one of {', '.join(OBJECTIVES)}")
@@ -85,6 +96,8 @@ def _check_run(cfg: DictConfig) -> None:
              f"tracking.http_timeout={tr.http_timeout!r} must be an integer >= 1 (seconds)")
     _require(isinstance(tr.http_retries, int) and 0 <= tr.http_retries <= 10,
              f"tracking.http_retries={tr.http_retries!r} must be an integer in 0..10")
+    _require(isinstance(tr.serving_model, bool),
+             f"tracking.serving_model={tr.serving_model!r} must be true or false")
     d = cfg.data
     _require(isinstance(d.image_size, int) and not isinstance(d.image_size, bool)
              and d.image_size >= 8, f"data.image_size={d.image_size} must be an integer >= 8")

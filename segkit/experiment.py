@@ -9,8 +9,10 @@ run, phase timings, failure tags and Ctrl-C handling live in one wrapper,
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,16 @@ import mlflow
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from segkit import checkpoints, distribute, report, rundir, sync, tracking
+from segkit import (
+    checkpoints,
+    distribute,
+    ensemble,
+    report,
+    rundir,
+    serving,
+    sync,
+    tracking,
+)
 from segkit import tags as tag  # `tags` names a run's tags here
 from segkit.callbacks import DivergenceGuard, MLflowEpochLogger, TimeLimit, build_callbacks
 from segkit.checkpoints import Resume, TrainingState
@@ -36,6 +47,7 @@ from segkit.optimizers import build_optimizer
 from segkit.precision import resolve_precision
 from segkit.progress import Progress
 from segkit.registry import plain
+from segkit.runtimes import KerasPredictor, Predictor
 from segkit.schedules import build_schedule
 from segkit.summary import print_run_summary
 from segkit.trainer import check_batch_size, scaled_lr, steps_per_epoch
@@ -254,8 +266,24 @@ def log_and_evaluate(cfg: DictConfig, model: keras.Model, data: Prepared, run_di
     with run.phase("evaluate"):
         metrics = outbox.evaluate(run_dir / "evaluation", report.evaluate_and_report, model,
                                   data, cfg, run_dir / "evaluation", state.history)
+    if cfg.tracking.get("serving_model", True):  # absent from configs saved before it
+        with run.phase("log_serving"):
+            outbox.call("the serving model", log_serving_model, cfg, model, metrics, state,
+                        run.run_id)
     outbox.finish()
     return metrics
+
+
+def log_serving_model(cfg: DictConfig, model: keras.Model, metrics: dict[str, float],
+                      state: TrainingState, run_id: str) -> None:
+    """The pyfunc for ``mlflow models serve`` (segkit.serving) with the threshold chosen on
+    validation and ``eval.tta``, once (a resumed run that logged it keeps that one)."""
+    if not state.state.get("serving_uri"):
+        uri = serving.log_serving_model(model, metrics["val_best_threshold"], cfg.eval.tta)
+        state.save_state(serving_uri=uri)
+    mlflow.set_tag(tag.SERVING_URI, f"runs:/{run_id}/{serving.NAME}")
+
+
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float], run_id: str) -> float:
@@ -329,13 +357,33 @@ def _tag_strategy(model: keras.Model, runtime: Runtime) -> None:
         mlflow.set_tags({**distribute.describe(runtime.strategy), tag.EFFECTIVE_LR: str(lr)})
 
 
-def load_for_evaluation(model_uri: str) -> keras.Model:
-    try:
-        return mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
-    except Exception as exc:  # MLflow raises several types for a bad URI
-        raise ConfigError(f"model_uri={model_uri!r} could not be loaded ({exc}): "
-                          "use runs:/<run_id>/model, models:/<name>/<version> or a path"
-                          ) from exc
+def model_uris(model_uri: str | Sequence[str]) -> list[str]:
+    """``model_uri`` as a list: one URI, or the members of an ensemble."""
+    return [model_uri] if isinstance(model_uri, str) else [str(u) for u in model_uri]
+
+
+def load_for_evaluation(model_uri: str | Sequence[str]) -> Predictor:
+    """The model at ``model_uri`` (TensorFlow), or the ensemble of a list of them."""
+    members = []
+    for uri in model_uris(model_uri):
+        try:
+            model = mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})
+        except Exception as exc:  # MLflow raises several types for a bad URI
+            raise ConfigError(f"model_uri={uri!r} could not be loaded ({exc}): "
+                              "use runs:/<run_id>/model, models:/<name>/<version> or a path"
+                              ) from exc
+        members.append(KerasPredictor(model))
+    return ensemble.combine(members, model_uris(model_uri))
+
+
+def _source_tags(uris: list[str], source: str | None) -> dict[str, str]:
+    """The tags naming what a task=evaluate run scored: the model (an ensemble: its members,
+    as a JSON list in ``segkit.ensemble``) and its training run."""
+    tags = {tag.TASK: "evaluate", tag.SOURCE_MODEL_URI: ", ".join(uris),
+            tag.SOURCE_RUN_ID: source or ""}
+    if len(uris) > 1:
+        tags[tag.ENSEMBLE] = json.dumps(uris)
+    return tags
 
 
 def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
@@ -349,14 +397,15 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
     with native_startup(cfg.verbose):
         model = load_for_evaluation(cfg.model_uri)
     keras.utils.set_random_seed(cfg.seed)
-    data = prepare(cfg.data, cfg.split, image_size=int(model.input_shape[1]))
-    source = tracking.source_run_id(cfg.model_uri)
+    uris = model_uris(cfg.model_uri)
+    source = tracking.source_run_id(uris[0]) if len(uris) == 1 else None  # an ensemble: none
+    data = prepare(cfg.data, cfg.split, image_size=model.input_size)
     history = tracking.training_history(source) if source else None
-    with tracked_run(cfg, run_dir, run_name or f"evaluate {cfg.model_uri}", tags) as run:
+    name = uris[0] if len(uris) == 1 else f"ensemble of {len(uris)}"
+    with tracked_run(cfg, run_dir, run_name or f"evaluate {name}", tags) as run:
         tracking.log_run_context(plain(cfg), root, hydra_dir)
         log_data(data)
-        mlflow.set_tags({tag.TASK: "evaluate", tag.SOURCE_MODEL_URI: cfg.model_uri,
-                         tag.SOURCE_RUN_ID: source or ""})
+        mlflow.set_tags(_source_tags(uris, source))
         with run.phase("evaluate"):
             metrics = report.evaluate_and_report(model, data, cfg, run_dir / "evaluation",
                                                  history)

@@ -24,6 +24,7 @@ from segkit.evaluation import Evaluation, evaluate, predict_batches
 from segkit.fileio import write_text
 from segkit.html_report import write_html
 from segkit.markdown import write_report
+from segkit.runtimes import Predictor
 from segkit.statistics import bootstrap_ci
 from segkit.summary import headline
 
@@ -41,7 +42,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     write_text(path, buf.getvalue())
 
 
-def _gallery_cases(model: keras.Model, data: Prepared, result: Evaluation,
+def _gallery_cases(model: keras.Model | Predictor, data: Prepared, result: Evaluation,
                    batch_size: int, tta: bool = False) -> list[dict]:
     """Best, median and worst test images by Dice (two of each when there are enough)."""
     rows = result.per_image()
@@ -59,7 +60,7 @@ def _gallery_cases(model: keras.Model, data: Prepared, result: Evaluation,
              "dice": rows[i]["dice"]} for j, (label, i) in enumerate(picks)]
 
 
-def _figures(model: keras.Model, data: Prepared, cfg: DictConfig, results: dict,
+def _figures(model: keras.Model | Predictor, data: Prepared, cfg: DictConfig, results: dict,
              chosen: float, out_dir: Path, history: dict | None) -> dict[str, str]:
     """The evaluation figures (caption -> PNG file name in ``out_dir``)."""
     test, ev = results["test"], cfg.eval
@@ -93,7 +94,8 @@ def _figures(model: keras.Model, data: Prepared, cfg: DictConfig, results: dict,
     return figures
 
 
-def score(model: keras.Model, data: Prepared, ev: DictConfig) -> tuple[dict, float, dict]:
+def score(model: keras.Model | Predictor, data: Prepared,
+          ev: DictConfig) -> tuple[dict, float, dict]:
     """Per-split evaluations (validation, test), the threshold chosen on validation, and the
     flat metrics to log (``val_*``, ``test_*``, ``test_tuned_*``, ``test_fullres_*``)."""
     samples = [data.samples[n] for n in data.names("test")]
@@ -176,8 +178,8 @@ def log_metrics(metrics: Mapping[str, float]) -> list[str]:
     return sorted(set(metrics) - set(finite))
 
 
-def evaluate_and_report(model: keras.Model, data: Prepared, cfg: DictConfig, out_dir: Path,
-                        history: dict | None = None) -> dict[str, float]:
+def evaluate_and_report(model: keras.Model | Predictor, data: Prepared, cfg: DictConfig,
+                        out_dir: Path, history: dict | None = None) -> dict[str, float]:
     """Score the validation carve-out and the held-out test split, choose the threshold on
     validation, write plots, CSVs, metrics JSON, report.md and a self-contained report.html
     to ``out_dir``, log them all to the active MLflow run with a run description, and

@@ -12,6 +12,7 @@ NOTE = "mlflow.note.content"  # the run's description, shown on its page
 RUN_DIR = "segkit.run_dir"  # its local folder: checkpoints, evaluation, TensorBoard
 CONFIG_HASH = "segkit.config_hash"  # sha256 of the resolved config (segkit.tracking)
 MODEL_URI = "segkit.model_uri"
+SERVING_URI = "segkit.serving_uri"  # the pyfunc for `mlflow models serve` (segkit.serving)
 SPLIT = "segkit.split"
 TEST_SPLIT = "segkit.test_split"
 ERROR = "segkit.error"  # why a run FAILED
@@ -22,6 +23,7 @@ EFFECTIVE_LR = "segkit.effective_lr"
 TASK = "segkit.task"
 SOURCE_MODEL_URI = "segkit.source_model_uri"
 SOURCE_RUN_ID = "segkit.source_run_id"
+ENSEMBLE = "segkit.ensemble"  # task=evaluate of several models: their URIs, a JSON list
 STRATEGY = "segkit.strategy"
 REPLICAS = "segkit.replicas"
 WORKERS = "segkit.workers"

@@ -179,8 +179,8 @@ def test_bad_region_is_pruned_rdb_storage_and_figures_on_parent(rdb_search):
     good, bad = states[0.001], states[0.999]
     assert (good.number, good.state, bad.number, bad.state) == (
         0, TrialState.COMPLETE, 1, TrialState.PRUNED)
-    assert bad.intermediate_values == {0: 0.0}  # reported once, pruned after epoch 1 of 2
-    assert good.intermediate_values[0] > 0 and len(good.intermediate_values) == 2
+    assert bad.intermediate_values == {1: 0.0}  # reported once, pruned after epoch 1 of 2
+    assert good.intermediate_values[1] > 0 and sorted(good.intermediate_values) == [1, 2]
     client, parents, children = _runs(tmp)
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]

@@ -20,7 +20,7 @@ class SamplerConf:
 class PrunerConf:
     name: str = "median"  # median | successive_halving | hyperband | none
     n_startup_trials: int = 4  # median: trials that finish before any pruning
-    n_warmup_steps: int = 1  # median: epochs of a trial before it can be pruned
+    n_warmup_steps: int = 2  # median: the first epoch at which a trial can be pruned
     min_resource: int = 1  # successive_halving, hyperband: epochs before the first rung
     reduction_factor: int = 3  # successive_halving, hyperband
 

@@ -73,7 +73,7 @@ class TrialPruning(keras.callbacks.Callback):
                             "reported to trial %d", self.monitor, self.trial.number)
                 self._missing_warned = True
             return
-        self.trial.report(float(value), step=epoch)
+        self.trial.report(float(value), step=epoch + 1)  # steps: epoch numbers, from 1
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.trial.set_user_attr(search.PRUNED_ATTR, epoch + 1)

@@ -19,10 +19,12 @@ from segkit.errors import SegkitError
 
 EPILOG = """\
 MODEL is a .keras file, runs:/<run_id>/model, models:/<name>/<version>,
-models:/<name>@<alias> or models:/m-<logged model id>. INPUT is an image file, a folder
-(its images, not recursive) or a quoted glob pattern. For each input <stem>, OUT_DIR gets
-<stem>_mask.png (0/255 at the input's own size), and <stem>_prob.png / <stem>_overlay.png
-when asked. Exit status: 0 all done or skipped, 1 some input failed, 2 nothing could run.
+models:/<name>@<alias>, models:/m-<logged model id>, or an exported model (.onnx, OpenVINO
+.xml, SavedModel folder: segkit export); several --model: their ensemble. INPUT is an image
+file, a folder (its images, not recursive) or a quoted glob pattern. For each input <stem>,
+OUT_DIR gets <stem>_mask.png (0/255 at the input's own size), and <stem>_prob.png /
+<stem>_overlay.png when asked. Exit status: 0 all done or skipped, 1 some input failed, 2
+nothing could run.
 """
 
 
@@ -43,17 +45,34 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segkit", description="segkit command line tools")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_predict_parser(commands)
+    _add_sync_parser(commands)
+    _add_export_parser(commands)
+    _add_compare_parser(commands)
+    return parser
+
+
+def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "predict", help="segment images with a saved or registered model", epilog=EPILOG,
         description="Segment images at their own resolution with a saved or registered model.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs")
-    p.add_argument("--model", required=True, metavar="MODEL", help="model file or MLflow URI")
+    p.add_argument("--model", required=True, action="append", metavar="MODEL",
+                   help="model file, exported model or MLflow URI; give it several times for "
+                        "an ensemble (the mean of the models' probabilities)")
+    p.add_argument("--runtime", choices=("auto", "tf", "onnx", "openvino"),
+                   help="auto: the fastest installed (a Keras model is converted first); "
+                        "default: the one that reads the model as it is (Keras: tf)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                   help="flip averaging (4x slower); default: what the model's training "
+                        "run evaluated with (eval.tta), else off")
     p.add_argument("--output", required=True, type=Path, metavar="OUT_DIR",
                    help="folder for the outputs (created if missing)")
     p.add_argument("--threshold", type=_threshold, metavar="T",
                    help="probability threshold; default: val_best_threshold of the model's "
-                        "training run, else 0.5")
+                        "training run (an ensemble: their mean; an export: its "
+                        "parity.json's source run), else 0.5")
     p.add_argument("--batch-size", type=_positive, default=8, metavar="N",
                    help="images per forward pass (default 8)")
     p.add_argument("--probabilities", choices=("none", "8", "16"), default="none",
@@ -71,10 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also TensorFlow's start-up lines and MLflow's download bars")
-    _add_sync_parser(commands)
-    _add_export_parser(commands)
-    _add_compare_parser(commands)
-    return parser
 
 
 def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
@@ -220,23 +235,26 @@ def predict_command(args: argparse.Namespace) -> int:
         raise predict.PredictError(f"--with-truth {args.with_truth}: no such folder")
     tracking_uri = args.tracking_uri or predict.default_tracking_uri()
     with native_startup(args.verbose):  # TensorFlow starts here: its chatter is filtered
-        model = predict.load_model(args.model, tracking_uri)
-    threshold, why = predict.resolve_threshold(args.model, args.threshold,
-                                               tracking_uri=tracking_uri)
-    size = predict.model_size(model)
-    print(f"model {args.model} ({size}x{size}); {len(paths)} input(s); "
-          f"threshold {threshold:g} ({why})", flush=True)
+        model = predict.open_models(args.model, args.runtime, tracking_uri)
+    sources = [predict.model_source(uri, tracking_uri) for uri in args.model]
+    threshold, why = predict.resolve_threshold(args.model, args.threshold, sources=sources)
+    tta, tta_why = predict.resolve_tta(args.model, args.tta, sources=sources)
+    size = model.input_size
+    what = args.model[0] if len(args.model) == 1 else f"ensemble of {len(args.model)} models"
+    print(f"model {what} ({size}x{size}, runtime {model.runtime}); {len(paths)} input(s); "
+          f"threshold {threshold:g} ({why}); TTA {'on' if tta else 'off'} ({tta_why})",
+          flush=True)
     with logging_redirect_tqdm(loggers=[logging.getLogger("segkit")]):
         summary = predict.predict_files(
             model, paths, args.output, threshold=threshold, batch_size=args.batch_size,
             probabilities=args.probabilities, overlay=args.overlay, overwrite=args.overwrite,
-            progress=not args.no_progress)
+            progress=not args.no_progress, tta=tta)
     if args.with_truth is not None:
         failed = {path for path, _ in summary.failed}
         report = predict.score_with_truth(
             model, [p for p in paths if p not in failed], args.with_truth, args.output,
             threshold=threshold, batch_size=args.batch_size, overwrite=args.overwrite,
-            model_uri=args.model)
+            model_uri=args.model[0] if len(args.model) == 1 else args.model, tta=tta)
         print(f"scored {report['scored']} input(s) against {args.with_truth} "
               f"at their own resolution, threshold {threshold:g}:")
         print(predict.format_table(report["metrics"]))

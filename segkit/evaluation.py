@@ -1,12 +1,18 @@
 """Score a model on one split, batch by batch: per-image confusion counts at a grid of
-thresholds and class-wise score histograms are all that is kept in memory."""
+thresholds and class-wise score histograms are all that is kept in memory.
+
+A model here is a predictor (``segkit.runtimes``: any runtime; or a ``segkit.ensemble``) or
+a Keras model, which :func:`as_predictor` wraps; every probability map of segkit, evaluation
+and ``segkit predict`` alike, comes from :func:`predict_probs`, the one place test-time
+augmentation is done. Predictors take what the models take: float32 RGB in 0-255.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 from PIL import Image
 
@@ -19,6 +25,10 @@ from segkit.metrics import (
     summarize,
     threshold_counts,
 )
+from segkit.runtimes import KerasPredictor, Predictor
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass
@@ -93,27 +103,39 @@ class Evaluation:
         return rows
 
 
-def _predict(model: keras.Model, batch: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+def as_predictor(model: keras.Model | Predictor) -> Predictor:
+    """``model`` itself when it is a predictor; a Keras model (anything with Keras'
+    ``predict_on_batch``) wrapped as one, runtime tf."""
+    if hasattr(model, "predict_on_batch") and not hasattr(model, "input_size"):
+        return KerasPredictor(model)
+    return model
 
 
-def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int,
-                    tta: bool = False):
-    """Yield (start index, float32 probabilities (B, H, W)) per batch of uint8 images.
+FLIPS = ((1,), (2,), (1, 2))  # test-time augmentation: horizontal, vertical, both
+
+
+def predict_probs(predictor: Predictor, images: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Float32 probabilities (B, H, W) of a batch of uint8 images (B, H, W, 3).
 
     ``tta``: test-time augmentation, the mean of the predictions on the image and on its
     horizontal, vertical and double flips (each flipped back): 4x the prediction cost.
     """
+    batch = np.asarray(images, dtype=np.float32)
+    total = np.array(predictor(batch), dtype=np.float32)[..., 0]  # a copy: summed into
+    if not tta:
+        return total
+    for axes in FLIPS:
+        total += np.flip(np.asarray(predictor(np.flip(batch, axes)), np.float32)[..., 0], axes)
+    return total / (len(FLIPS) + 1)
+
+
+def predict_batches(model: keras.Model | Predictor, images: np.ndarray, batch_size: int,
+                    tta: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start index, float32 probabilities (B, H, W)) per batch of uint8 images
+    (:func:`predict_probs` on each batch of ``batch_size``)."""
+    predictor = as_predictor(model)
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].astype(np.float32)
-        if not tta:
-            yield start, _predict(model, batch)
-            continue
-        views = [(1,), (2,), (1, 2)]
-        total = _predict(model, batch)
-        for axes in views:
-            total += np.flip(_predict(model, np.flip(batch, axes)), tuple(a for a in axes))
-        yield start, total / (len(views) + 1)
+        yield start, predict_probs(predictor, images[start:start + batch_size], tta)
 
 
 def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -128,7 +150,7 @@ def grid(threshold: float) -> np.ndarray:
 
 
 def evaluate(
-    model: keras.Model,
+    model: keras.Model | Predictor,
     images: np.ndarray,
     masks: np.ndarray,
     names: Sequence[str],
@@ -141,7 +163,8 @@ def evaluate(
     tta: bool = False,
     boundary: tuple[Sequence[Sample], float] | None = None,
 ) -> Evaluation:
-    """Predict ``images`` (uint8, model size) in batches and score them.
+    """Predict ``images`` (uint8, model size) in batches with ``model`` (a predictor or a
+    Keras model) and score them.
 
     Against ``masks`` ({0,1}, model size) by default; with ``originals`` (the samples of
     the same images), each probability map is resized back to its image's own resolution

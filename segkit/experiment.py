@@ -284,8 +284,6 @@ def log_serving_model(cfg: DictConfig, model: keras.Model, metrics: dict[str, fl
     mlflow.set_tag(tag.SERVING_URI, f"runs:/{run_id}/{serving.NAME}")
 
 
-
-
 def objective(cfg: DictConfig, metrics: dict[str, float], run_id: str) -> float:
     value = float(metrics[cfg.objective])
     log.info("run %s: %s = %.4f; test mDice %.4f, mIoU %.4f, pixel accuracy %.4f", run_id,

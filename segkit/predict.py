@@ -38,14 +38,17 @@ from segkit.data.dataset import (
 )
 from segkit.errors import SegkitError
 from segkit.fileio import atomic_path, write_text
+from segkit.formats import format_of
+from segkit.metric_names import internal
+from segkit.runtimes import MODEL_FORMS, is_mlflow_uri
 
 if TYPE_CHECKING:
     import keras
 
+    from segkit.runtimes import Predictor
+
 log = logging.getLogger(__name__)
 
-MODEL_FORMS = ("a .keras file, runs:/<run_id>/model, models:/<name>/<version>, "
-               "models:/<name>@<alias> or models:/m-<logged model id>")
 DEFAULT_THRESHOLD = 0.5
 PROBABILITY_FORMATS = ("none", "8", "16")
 TABLE_KEYS = ("mdice", "miou", "pixel_accuracy", "pixel_dice", "pixel_iou", "precision",
@@ -97,11 +100,6 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd()}/mlflow.db"
 
 
-def is_mlflow_uri(uri: str) -> bool:
-    """True for ``runs:/``, ``models:/`` and other ``scheme://`` URIs; False for a path."""
-    return uri.startswith(("runs:/", "models:/")) or "://" in uri
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -142,9 +140,10 @@ def _check_model_file(path: Path, uri: str) -> None:
                            f"{MODEL_FORMS}")
 
 
-def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
-    """Load a local ``.keras`` file, or a model from MLflow at ``tracking_uri`` (default:
-    ``default_tracking_uri()``). Raises PredictError naming ``uri`` and the accepted forms."""
+def check_model(uri: str, tracking_uri: str | None = None) -> None:
+    """What can be checked before a model loads (TensorFlow starts): an MLflow URI's local
+    store exists (opened at ``tracking_uri``, default ``default_tracking_uri()``), a model
+    file exists and a ``.keras`` file is a zip archive. PredictError naming ``uri``."""
     if is_mlflow_uri(uri):
         import mlflow
 
@@ -154,66 +153,175 @@ def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
         _check_store(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         open_store(tracking_uri)  # a store that a training run is creating: wait for it
-    else:
+    elif not is_exported(uri):  # an export is checked by the runtime that opens it
         _check_model_file(Path(uri).expanduser(), uri)
-    import keras
 
+
+def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
+    """Load a local ``.keras`` file, or a model from MLflow at ``tracking_uri`` (default:
+    ``default_tracking_uri()``), without running code in it (``safe_mode``). Raises
+    PredictError naming ``uri`` and the accepted forms."""
+    from segkit.runtimes import ModelError, load_keras
+
+    check_model(uri, tracking_uri)
     try:
-        # safe_mode: a model file may not run code (Lambda layers holding pickled bytecode).
-        if is_mlflow_uri(uri):
-            model = mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True,
-                                                                    "compile": False})
-        else:
-            model = keras.saving.load_model(Path(uri).expanduser(), compile=False,
-                                            safe_mode=True)
-    except Exception as exc:  # Keras and MLflow raise many types for a bad file or URI
-        raise PredictError(f"model {uri!r} could not be loaded ({_first_line(exc)}); "
-                           f"give {MODEL_FORMS}") from exc
+        model = load_keras(uri)
+    except ModelError as exc:
+        raise PredictError(str(exc)) from None
     model_size(model)
     return model
 
 
-def _run_threshold(uri: str) -> tuple[float | None, str]:
-    """``val_best_threshold`` of the training run behind ``uri``, or None and why not."""
+def open_models(uris: Sequence[str], runtime: str | None = None,
+                tracking_uri: str | None = None) -> Predictor:
+    """The predictor of ``segkit predict``: the model at ``uris[0]`` on ``runtime`` (None: the
+    runtime that reads it as it is, see ``segkit.ensemble.default_runtime``), or the
+    ensemble of all ``uris`` (the mean of their probabilities)."""
+    from segkit.ensemble import open_models as open_all
+    from segkit.runtimes import check_runtime
+
+    if runtime is not None:
+        check_runtime(runtime)
+    for uri in uris:
+        check_model(uri, tracking_uri)
+    return open_all(uris, runtime, tracking_uri or default_tracking_uri())
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a model's training run says about using it: the threshold it chose on validation
+    and whether its evaluation flip-averaged (``eval.tta``); None where it says nothing."""
+
+    threshold: float | None
+    tta: bool | None
+    why: str  # where they come from (``training run <id>``), or why there is nothing
+
+
+def _run_source(uri: str) -> Source:
+    """``val_best_threshold`` and ``eval.tta`` of the training run behind an MLflow ``uri``."""
     import mlflow
 
     from segkit.tracking import source_run_id
 
     run_id = source_run_id(uri)
     if not run_id:
-        return None, f"{uri} leads to no training run"
+        return Source(None, None, f"{uri} leads to no training run")
     try:
-        metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+        data = mlflow.MlflowClient().get_run(run_id).data
     except mlflow.exceptions.MlflowException:
-        return None, f"training run {run_id} was not found"
-    if "val_best_threshold" not in metrics:
-        return None, f"training run {run_id} logged no val_best_threshold"
-    return metrics["val_best_threshold"], f"val_best_threshold of training run {run_id}"
+        return Source(None, None, f"no training run {run_id} in the store")
+    threshold = internal(data.metrics).get("val_best_threshold")
+    tta = data.params.get("eval.tta")
+    return Source(threshold, None if tta is None else tta.lower() == "true",
+                  f"training run {run_id}")
 
 
-def resolve_threshold(uri: str, explicit: float | None,
-                      *, tracking_uri: str | None = None) -> tuple[float, str]:
+EXPORT_METADATA = "parity.json"  # written beside an export by `segkit export`
+
+
+def is_exported(uri: str) -> bool:
+    """True for an exported model (``segkit export``): .onnx, OpenVINO .xml, SavedModel dir."""
+    return not is_mlflow_uri(uri) and format_of(Path(uri).expanduser()) is not None
+
+
+def _export_source(uri: str, tracking_uri: str | None) -> Source:
+    """The source of an exported model, from the ``parity.json`` that ``segkit export``
+    wrote beside it: its threshold when recorded, else its source model's training run."""
+    path = Path(uri).expanduser()
+    meta_file = (path if path.is_dir() else path.parent) / EXPORT_METADATA  # SavedModel: in it
+    if not meta_file.is_file():
+        return Source(None, None, f"no {EXPORT_METADATA} beside the exported model")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as exc:
+        return Source(None, None, f"{meta_file} unreadable ({_first_line(exc)})")
+    source = meta.get("source_model")
+    if isinstance(source, str) and is_mlflow_uri(source):
+        found = _mlflow_source(source, tracking_uri)
+        return Source(meta.get("threshold", found.threshold), found.tta,
+                      f"{found.why}, via {meta_file}")
+    return Source(meta.get("threshold"), None, f"the export's {meta_file}")
+
+
+def _mlflow_source(uri: str, tracking_uri: str | None) -> Source:
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return _run_source(uri)
+
+
+def model_source(uri: str, tracking_uri: str | None = None) -> Source:
+    """What is known about using the model at ``uri``: its training run's threshold and TTA
+    (MLflow URI), an export's ``parity.json``, or nothing (a .keras file)."""
+    if is_mlflow_uri(uri):
+        return _mlflow_source(uri, tracking_uri)
+    if is_exported(uri):
+        return _export_source(uri, tracking_uri)
+    return Source(None, None, "a model file carries no training run")
+
+
+def _sources(uris: str | Sequence[str], tracking_uri: str | None) -> list[Source]:
+    return [model_source(u, tracking_uri) for u in ([uris] if isinstance(uris, str) else uris)]
+
+
+def resolve_threshold(uris: str | Sequence[str], explicit: float | None, *,
+                      tracking_uri: str | None = None,
+                      sources: Sequence[Source] | None = None) -> tuple[float, str]:
     """The threshold to use and why: ``explicit`` if given; else the ``val_best_threshold``
-    that the training run behind ``uri`` logged; else 0.5.
+    that the training run behind the model logged (an ensemble: the mean of its members');
+    else 0.5. ``sources``: the models' :func:`model_source`, when already looked up.
 
     Rounded to 6 decimals, the resolution of ``segkit.evaluation.grid``, so a ``--with-truth``
     score thresholds exactly as the written masks do.
     """
-    if explicit is not None:
-        value, why = explicit, "given with --threshold"
-    elif not is_mlflow_uri(uri):
-        value, why = None, "a model file carries no training run"
-    else:
-        import mlflow
-
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        value, why = _run_threshold(uri)
+    value: float | None = explicit
+    why = "given with --threshold"
+    if explicit is None:
+        found = list(sources) if sources is not None else _sources(uris, tracking_uri)
+        value, why = _combined_threshold(found)
     if value is None:
         return DEFAULT_THRESHOLD, f"default; {why}"
     if not 0.0 <= value <= 1.0:
         raise PredictError(f"threshold {value} ({why}) is outside [0, 1]")
     return round(float(value), 6), why
+
+
+def _combined_threshold(sources: Sequence[Source]) -> tuple[float | None, str]:
+    missing = [s for s in sources if s.threshold is None]
+    if missing:
+        why = missing[0].why
+        if missing[0].why.startswith("training run"):
+            why = f"{why} logged no val_best_threshold"
+        return None, why
+    values = [float(s.threshold) for s in sources if s.threshold is not None]
+    if len(values) == 1:
+        what = "val_best_threshold of " if sources[0].why.startswith("training run") else ""
+        return values[0], f"{what}{sources[0].why}"
+    shown = ", ".join(f"{v:g}" for v in values)
+    return float(np.mean(values)), f"mean of the {len(values)} models' thresholds ({shown})"
+
+
+def resolve_tta(uris: str | Sequence[str], explicit: bool | None, *,
+                tracking_uri: str | None = None,
+                sources: Sequence[Source] | None = None) -> tuple[bool, str]:
+    """Whether to flip-average (TTA) and why: ``explicit`` (--tta / --no-tta) if given; else
+    what the training run's evaluation did (``eval.tta``), on only when every model's run
+    did; else off."""
+    if explicit is not None:
+        return explicit, f"given with --{'' if explicit else 'no-'}tta"
+    found = list(sources) if sources is not None else _sources(uris, tracking_uri)
+    unknown = [s for s in found if s.tta is None]
+    if unknown:
+        return False, f"default; {unknown[0].why} (no eval.tta)"
+    used = [bool(s.tta) for s in found]
+    if all(used):
+        return True, ("eval.tta of " + found[0].why if len(found) == 1
+                      else "eval.tta of every model's training run")
+    if not any(used):
+        return False, ("eval.tta of " + found[0].why if len(found) == 1
+                       else "eval.tta of every model's training run")
+    return False, "the models' training runs differ in eval.tta: off (--tta turns it on)"
 
 
 # ---------------------------------------------------------------- inputs
@@ -385,10 +493,21 @@ def _chunks(jobs: Sequence[_Job], size: int) -> Iterator[Sequence[_Job]]:
         yield jobs[start:start + size]
 
 
-def _predict_batch(model: keras.Model, jobs: Sequence[_Job], size: int, threshold: float,
-                   probabilities: str, pool: ThreadPoolExecutor, summary: Summary) -> None:
+@dataclass(frozen=True)
+class _Settings:
+    """How every batch is predicted and written."""
+
+    threshold: float
+    probabilities: str
+    tta: bool
+
+
+def _predict_batch(predictor: Predictor, jobs: Sequence[_Job], settings: _Settings,
+                   pool: ThreadPoolExecutor, summary: Summary) -> None:
     """Read, predict and write one batch; an unreadable file fails alone."""
-    from segkit.evaluation import resize_probs
+    from segkit.evaluation import predict_probs, resize_probs
+
+    size = predictor.input_size
 
     read = list(pool.map(lambda job: _try_read(job.path, size), jobs))
     ok = []
@@ -399,11 +518,11 @@ def _predict_batch(model: keras.Model, jobs: Sequence[_Job], size: int, threshol
             ok.append((job, *result))
     if not ok:
         return
-    batch = np.stack([image for _, image, _ in ok]).astype(np.float32)
-    probs = np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+    probs = predict_probs(predictor, np.stack([image for _, image, _ in ok]), settings.tta)
     for (job, _, shape), prob in zip(ok, probs, strict=True):
         try:
-            images = _render(job, resize_probs(prob, shape), threshold, probabilities)
+            images = _render(job, resize_probs(prob, shape), settings.threshold,
+                             settings.probabilities)
             for kind, image in images.items():
                 save_png(image, job.outputs[kind])
         except _FILE_ERRORS as exc:
@@ -412,25 +531,30 @@ def _predict_batch(model: keras.Model, jobs: Sequence[_Job], size: int, threshol
             summary.done.append(job.path)
 
 
-def predict_files(model: keras.Model, paths: Sequence[Path], out_dir: Path, *,
+def predict_files(model: Predictor | keras.Model, paths: Sequence[Path], out_dir: Path, *,
                   threshold: float, batch_size: int = 8, probabilities: str = "none",
-                  overlay: bool = False, overwrite: bool = False,
-                  progress: bool = True) -> Summary:
+                  overlay: bool = False, overwrite: bool = False, progress: bool = True,
+                  tta: bool = False) -> Summary:
     """Write ``<stem>_mask.png`` (0/255 at the input's own size) for every input, plus
     ``<stem>_prob.png`` (``probabilities`` = "8" or "16" bits) and ``<stem>_overlay.png``
-    when asked. Inputs whose outputs exist are skipped unless ``overwrite``."""
+    when asked. Inputs whose outputs exist are skipped unless ``overwrite``. ``model``: a
+    predictor of any runtime (``segkit.runtimes``), an ensemble or a Keras model; ``tta``:
+    flip averaging (``segkit.evaluation.predict_probs``)."""
+    from segkit.evaluation import as_predictor
+
     if probabilities not in PROBABILITY_FORMATS:
         raise PredictError(f"probabilities={probabilities!r}: use one of {PROBABILITY_FORMATS}")
     if batch_size < 1:
         raise PredictError(f"batch size {batch_size}: must be at least 1")
-    size = model_size(model)
+    predictor = as_predictor(model)
+    settings = _Settings(threshold, probabilities, tta)
     out_dir = check_output_dir(out_dir)
     summary = Summary()
     jobs = _plan(paths, out_dir, probabilities, overlay, overwrite, summary)
     with (tqdm(total=len(jobs), unit="img", desc="predict", disable=not progress) as bar,
           ThreadPoolExecutor(max_workers=2) as pool):  # Pillow decodes without the GIL
         for batch in _chunks(jobs, batch_size):
-            _predict_batch(model, batch, size, threshold, probabilities, pool, summary)
+            _predict_batch(predictor, batch, settings, pool, summary)
             bar.update(len(batch))
     return summary
 
@@ -468,13 +592,17 @@ def _pair_masks(paths: Sequence[Path], mask_dir: Path) -> tuple[list[Sample], li
     return samples, unscored
 
 
-def score_with_truth(model: keras.Model, paths: Sequence[Path], mask_dir: Path,
+def score_with_truth(model: Predictor | keras.Model, paths: Sequence[Path], mask_dir: Path,
                      out_dir: Path, *, threshold: float, batch_size: int = 8,
-                     overwrite: bool = False, model_uri: str | None = None) -> dict:
+                     overwrite: bool = False, model_uri: str | Sequence[str] | None = None,
+                     tta: bool = False) -> dict:
     """Score ``paths`` against the masks of the same stems in ``mask_dir``, each at the
-    input's own resolution, with ``segkit.evaluation.evaluate``; write ``metrics.json`` to
-    ``out_dir`` (kept if it exists, unless ``overwrite``) and return what it holds."""
-    from segkit.evaluation import evaluate
+    input's own resolution, with ``segkit.evaluation.evaluate`` (``tta``: flip averaging);
+    write ``metrics.json`` to ``out_dir`` (kept if it exists, unless ``overwrite``) and
+    return what it holds."""
+    from segkit.evaluation import as_predictor, evaluate
+
+    predictor = as_predictor(model)
 
     mask_dir = Path(mask_dir)
     samples, unscored = _pair_masks(paths, mask_dir)
@@ -483,16 +611,17 @@ def score_with_truth(model: keras.Model, paths: Sequence[Path], mask_dir: Path,
     if not samples:
         raise PredictError(f"no input has a mask in {mask_dir} (same stem, any of "
                            f"{', '.join(IMAGE_EXTENSIONS)})")
-    size = model_size(model)
+    size = predictor.input_size
     images = np.stack([load_image(s.image, size) for s in samples])
     # evaluate() reads only ``originals`` for the truth, so the model-size masks are a
     # zero-memory placeholder. The images are predicted a second time here: predict_files
     # keeps no probability maps, and one more forward pass is cheap next to decoding.
     placeholder = np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), (len(samples), size, size, 1))
-    result = evaluate(model, images, placeholder, [s.name for s in samples],
+    result = evaluate(predictor, images, placeholder, [s.name for s in samples],
                       split=f"inputs scored against {mask_dir}", threshold=threshold,
-                      batch_size=batch_size, originals=samples)
-    report = {"model": model_uri, "threshold": threshold, "mask_dir": str(mask_dir),
+                      batch_size=batch_size, originals=samples, tta=tta)
+    report = {"model": model_uri, "runtime": predictor.runtime, "tta": tta,
+              "threshold": threshold, "mask_dir": str(mask_dir),
               "scored": len(samples), "unscored": unscored, "metrics": _json_metrics(result),
               "per_image": result.per_image()}
     target = Path(out_dir) / METRICS_FILE

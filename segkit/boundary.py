@@ -5,7 +5,10 @@ normalized surface Dice (NSD, Nikolov et al. 2021), in pixels of the image they 
 Conventions (as MONAI documents its own; Metrics Reloaded asks that they be stated):
 
 - The boundary of a mask is its foreground pixels with a background 4-neighbour (or on the
-  image border); distances are Euclidean, from scipy.ndimage's exact distance transform.
+  image border); distances are Euclidean, exact: nearest boundary pixel by a k-d tree
+  (scipy.spatial.cKDTree), the same values as scipy.ndimage's exact distance transform at a
+  fraction of its cost (the transform visits every pixel of the box, the tree only the
+  boundary pixels; the tests check one against the other).
 - HD95 = max(95th percentile of the distances from the predicted boundary to the true one,
   the same from the true boundary to the predicted one), MONAI's definition.
 - NSD at tolerance ``tau`` = (predicted boundary pixels within ``tau`` of the true boundary
@@ -13,34 +16,36 @@ Conventions (as MONAI documents its own; Metrics Reloaded asks that they be stat
 - Both masks empty: HD95 = 0 and NSD = 1 (nothing to find, nothing found).
   Exactly one empty: HD95 is undefined (NaN, left out of the mean and counted) and NSD = 0.
 
-Memory: the distance transforms run on the bounding box of both masks plus ``tau`` (and a
-pixel), not on the whole image.
+Memory and time: the boundaries are found on the bounding box of both masks plus ``tau``
+(and a pixel), not the whole image, and the trees hold boundary pixels only.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-
-FOUR = ndimage.generate_binary_structure(2, 1)
+from scipy.spatial import cKDTree
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, constant_values=False)
-    inner = ndimage.binary_erosion(padded, structure=FOUR)[1:-1, 1:-1]
+    """Foreground pixels with a background 4-neighbour (outside the array is background):
+    ``mask`` minus its erosion by the 4-neighbourhood, with array shifts."""
+    p = np.pad(mask, 1, constant_values=False)
+    inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
     return mask & ~inner
 
 
 def _crop(pred: np.ndarray, truth: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = np.nonzero(pred | truth)
-    r0, r1 = max(rows.min() - margin, 0), rows.max() + margin + 1
-    c0, c1 = max(cols.min() - margin, 0), cols.max() + margin + 1
+    both = pred | truth
+    rows, cols = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
+    r0, r1 = max(rows[0] - margin, 0), rows[-1] + margin + 1
+    c0, c1 = max(cols[0] - margin, 0), cols[-1] + margin + 1
     return pred[r0:r1, c0:c1], truth[r0:r1, c0:c1]
 
 
 def _distances(from_edge: np.ndarray, to_edge: np.ndarray) -> np.ndarray:
     """Distance from each pixel of ``from_edge`` to the nearest pixel of ``to_edge``."""
-    return ndimage.distance_transform_edt(~to_edge)[from_edge]
+    distances, _ = cKDTree(np.argwhere(to_edge)).query(np.argwhere(from_edge))
+    return np.asarray(distances, dtype=np.float64)
 
 
 def boundary_scores(pred: np.ndarray, truth: np.ndarray, tau: float = 2.0

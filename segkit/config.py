@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segkit.data.augmentations import check_augment
+from segkit.data.external import external_sets
 from segkit.data.splits import check_split
 from segkit.errors import ConfigError
 from segkit.export import export_options
@@ -60,6 +61,7 @@ class EvalOptions:
     nsd_tolerance: float
     bootstrap_draws: int
     plots: bool
+    external: list  # segkit.data.external checks its entries
 
     def check(self) -> None:
         _require(0 < self.threshold < 1, f"eval.threshold={self.threshold} must be in (0, 1)")
@@ -69,6 +71,7 @@ class EvalOptions:
                  f"eval.nsd_tolerance={self.nsd_tolerance} must be >= 0 (pixels)")
         _require(self.bootstrap_draws == 0 or self.bootstrap_draws >= 100,
                  f"eval.bootstrap_draws={self.bootstrap_draws} must be 0 (off) or >= 100")
+        external_sets(self.external)
 
 
 def _check_model_uri(uri: object) -> None:

@@ -25,6 +25,7 @@ from segkit import (
     checkpoints,
     distribute,
     ensemble,
+    external,
     report,
     rundir,
     serving,
@@ -340,6 +341,9 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
                 export_trained(cfg.export, model, data.images["test"], run_dir,
                                model_uri=str(state.state.get("model_uri", "")),
                                threshold=metrics.get("val_best_threshold"))
+        with run.phase("external"):  # eval.external: one child run per set
+            external.score_external(cfg, model, run_dir, source_run_id=run.run_id,
+                                    source_model_uri=str(state.state.get("model_uri", "")))
         return objective(cfg, metrics, run.run_id)
 
 
@@ -397,6 +401,11 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
     keras.utils.set_random_seed(cfg.seed)
     uris = model_uris(cfg.model_uri)
     source = tracking.source_run_id(uris[0]) if len(uris) == 1 else None  # an ensemble: none
+    if cfg.eval.external:  # only the external sets, one run each
+        scored = external.score_external(cfg, model, run_dir,
+                                         source_model_uri=", ".join(uris),
+                                         source_run_id=source)
+        return float(list(scored.values())[-1]["test_mdice"])
     data = prepare(cfg.data, cfg.split, image_size=model.input_size)
     history = tracking.training_history(source) if source else None
     name = uris[0] if len(uris) == 1 else f"ensemble of {len(uris)}"

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from segkit import plots
 from segkit import tags as tag
 from segkit.data import Prepared
+from segkit.data.external import ExternalData
 from segkit.evaluation import Evaluation, evaluate, predict_batches
 from segkit.fileio import write_text
 from segkit.html_report import write_html
@@ -42,9 +43,10 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     write_text(path, buf.getvalue())
 
 
-def _gallery_cases(model: keras.Model | Predictor, data: Prepared, result: Evaluation,
-                   batch_size: int, tta: bool = False) -> list[dict]:
-    """Best, median and worst test images by Dice (two of each when there are enough)."""
+def _gallery_cases(model: keras.Model | Predictor, arrays: tuple[np.ndarray, np.ndarray],
+                   result: Evaluation, batch_size: int, tta: bool = False) -> list[dict]:
+    """Best, median and worst images by Dice (two of each when there are enough), from the
+    (images, masks) ``arrays`` at the model's size that ``result`` scored."""
     rows = result.per_image()
     order = np.argsort([r["dice"] for r in rows], kind="stable")
     n = len(order)
@@ -53,10 +55,10 @@ def _gallery_cases(model: keras.Model | Predictor, data: Prepared, result: Evalu
     picks += [("median", i) for i in order[n // 2 - k // 2: n // 2 - k // 2 + k]]
     picks += [("worst", i) for i in order[:k]]
     idx = np.array([i for _, i in picks])
-    images = data.images["test"][idx]
+    images = arrays[0][idx]
     probs = np.concatenate([p for _, p in predict_batches(model, images, batch_size, tta)])
     return [{"title": f"{label}: {rows[i]['name']}", "image": images[j],
-             "truth": data.masks["test"][i, ..., 0] > 0, "pred": probs[j] >= result.threshold,
+             "truth": arrays[1][i, ..., 0] > 0, "pred": probs[j] >= result.threshold,
              "dice": rows[i]["dice"]} for j, (label, i) in enumerate(picks)]
 
 
@@ -88,7 +90,8 @@ def _figures(model: keras.Model | Predictor, data: Prepared, cfg: DictConfig, re
             split="validation" if part == "val" else "test").name
     figures["Per-image Dice (test)"] = plots.plot_dice_histogram(
         np.array([row["dice"] for row in test.per_image()]), out_dir / "dice_hist_test.png").name
-    cases = _gallery_cases(model, data, test, ev.batch_size, ev.tta)
+    cases = _gallery_cases(model, (data.images["test"], data.masks["test"]), test,
+                           ev.batch_size, ev.tta)
     figures["Best, median and worst test images"] = plots.plot_gallery(
         cases, out_dir / "gallery_test.png", threshold=test.threshold).name
     return figures
@@ -203,6 +206,75 @@ def evaluate_and_report(model: keras.Model | Predictor, data: Prepared, cfg: Dic
         notes.append(f"undefined on this data (shown as –, not logged): {', '.join(undefined)}")
     write_report(out_dir / "report.md", title=TITLE, metrics=table, plots=figures, notes=notes)
     write_html(out_dir / "report.html", title=TITLE, metrics=table, notes=notes,
+               figures={c: out_dir / f for c, f in figures.items()})
+    log_metrics(metrics)
+    mlflow.set_tag(tag.NOTE, describe_run(metrics, undefined))
+    mlflow.log_artifacts(str(out_dir), "evaluation")
+    return metrics
+
+
+def _external_figures(model: keras.Model | Predictor, ext: ExternalData, result: Evaluation,
+                      ev: DictConfig, out_dir: Path) -> dict[str, str]:
+    """The figures of an external set (caption -> PNG file name in ``out_dir``)."""
+    m = result.metrics
+    fpr, tpr, auc = result.hist.roc()
+    recall, precision, ap = result.hist.pr()
+    dice = np.array([row["dice"] for row in result.per_image()])
+    cases = _gallery_cases(model, (ext.images, ext.masks), result, ev.batch_size, ev.tta)
+    return {
+        "Confusion matrix": plots.plot_confusion(m["tp"], m["fp"], m["tn"], m["fn"],
+                                                 out_dir / "confusion_test.png").name,
+        "ROC": plots.plot_roc(fpr, tpr, auc, out_dir / "roc_test.png").name,
+        "Precision-recall": plots.plot_pr(recall, precision, ap, out_dir / "pr_test.png",
+                                          prevalence=result.hist.prevalence()).name,
+        "IoU and Dice vs threshold": plots.plot_threshold_curves(
+            result.thresholds, result.curves(), out_dir / "threshold_test.png",
+            chosen=ev.threshold, split="test").name,
+        "Per-image Dice": plots.plot_dice_histogram(dice, out_dir / "dice_hist_test.png").name,
+        "Best, median and worst images (model size)": plots.plot_gallery(
+            cases, out_dir / "gallery_test.png", threshold=result.threshold).name}
+
+
+def _external_notes(ext: ExternalData, ev: DictConfig) -> list[str]:
+    notes = [f"external test set {ext.source.name}: {len(ext.samples)} images from "
+             f"{ext.source.root}, every one a test image (no split), model input "
+             f"{ext.images.shape[1]}x{ext.images.shape[2]}",
+             "scored at each image's original resolution: probabilities resized back "
+             f"bilinearly, masks thresholded at 128, threshold {ev.threshold}",
+             "mDice / mIoU: per image, then averaged; pixel_*: pooled over all pixels",
+             "test-time augmentation (flip averaging): " + ("on" if ev.tta else "off")]
+    if ev.boundary:
+        notes.append(f"HD95 / NSD: NSD tolerance {ev.nsd_tolerance:g} px; both masks empty: "
+                     "HD95 0, NSD 1; one empty: HD95 undefined (left out of mhd95, counted in "
+                     "hd95_undefined), NSD 0")
+    return notes
+
+
+def report_external(model: keras.Model | Predictor, ext: ExternalData, cfg: DictConfig,
+                    out_dir: Path) -> dict[str, float]:
+    """Score ``model`` on an external set at each image's original resolution (HD95/NSD and
+    the bootstrap interval as configured), write the report, per-image CSV and JSON to
+    ``out_dir``, log them and the ``test_*`` metrics to the active MLflow run; return them."""
+    ev = cfg.eval
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = evaluate(model, ext.images, ext.masks, ext.names,
+                      split=f"{ext.source.name} (external)", threshold=ev.threshold,
+                      batch_size=ev.batch_size, bins=ev.bins, originals=ext.samples,
+                      tta=ev.tta,
+                      boundary=(ext.samples, ev.nsd_tolerance) if ev.boundary else None)
+    metrics = {f"test_{k}": v for k, v in result.metrics.items()}
+    metrics.update(bootstrap_intervals(result, ev.bootstrap_draws, cfg.seed))
+    _write_csv(result.per_image(), out_dir / "test_per_image.csv")
+    write_text(out_dir / "metrics.json", json.dumps(
+        {"dataset": ext.source.name, "root": str(ext.source.root), "images": len(ext.samples),
+         "threshold": ev.threshold, "metrics": metrics}, indent=2))
+    figures = _external_figures(model, ext, result, ev, out_dir) if ev.plots else {}
+    undefined = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    notes = _external_notes(ext, ev) + _interval_note(metrics, ev.bootstrap_draws)
+    table = {ext.source.name: result.metrics}
+    title = f"{TITLE}: external test set {ext.source.name}"
+    write_report(out_dir / "report.md", title=title, metrics=table, plots=figures, notes=notes)
+    write_html(out_dir / "report.html", title=title, metrics=table, notes=notes,
                figures={c: out_dir / f for c, f in figures.items()})
     log_metrics(metrics)
     mlflow.set_tag(tag.NOTE, describe_run(metrics, undefined))

@@ -24,6 +24,7 @@ TASK = "segkit.task"
 SOURCE_MODEL_URI = "segkit.source_model_uri"
 SOURCE_RUN_ID = "segkit.source_run_id"
 ENSEMBLE = "segkit.ensemble"  # task=evaluate of several models: their URIs, a JSON list
+DATASET = "segkit.dataset"  # the external test set a run scored (eval.external)
 STRATEGY = "segkit.strategy"
 REPLICAS = "segkit.replicas"
 WORKERS = "segkit.workers"

@@ -91,3 +91,26 @@ def test_the_cli_prints_the_table(store, tmp_path, capsys):
     assert main(["compare", ids["a"], ids["other"], "--tracking-uri", uri,
                  "--output", str(tmp_path / "cli2")]) == 2
     assert "error: the two sides were scored on different test images" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_run_without_per_image_scores_is_evaluated_on_the_other_split(smoke_run, tmp_path):
+    """A run that logged no per-image CSV (an older run) has its model evaluated on the test
+    split of the other side's run: the same model on the same images gives every image the
+    same score, so B - A is exactly 0 with all ties."""
+    client = MlflowClient(smoke_run.uri)
+    mlflow.set_tracking_uri(smoke_run.uri)
+    with mlflow.start_run(experiment_id=smoke_run.run.info.experiment_id, run_name="old",
+                          tags={"segkit.model_uri": smoke_run.model_uri}) as old:
+        pass
+    res, _, (a, b) = compare(smoke_run.run_id, old.info.run_id, tracking_uri=smoke_run.uri,
+                             output=tmp_path / "o", draws=200)
+    logged = client.download_artifacts(smoke_run.run_id, "evaluation/test_per_image.csv",
+                                       str(tmp_path))
+    with open(logged, newline="") as fh:
+        expected = {r["name"]: float(r["dice"]) for r in csv.DictReader(fh)}
+    assert b.scores == pytest.approx(expected) and a.scores == pytest.approx(expected)
+    assert res.mean_diff == 0 and res.ties == res.n == len(expected)
+    with pytest.raises(CompareError, match="no per-image scores .* on either side"):
+        compare(old.info.run_id, old.info.run_id, tracking_uri=smoke_run.uri,
+                output=tmp_path / "x")

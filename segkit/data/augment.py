@@ -41,7 +41,7 @@ ALLOWED = CONTAINERS + (
     # pixel: image only
     "RandomBrightnessContrast", "HueSaturationValue", "ColorJitter", "RGBShift", "RandomGamma",
     "CLAHE", "GaussianBlur", "MotionBlur", "MedianBlur", "GaussNoise", "Sharpen",
-    "ImageCompression",
+    "ImageCompression", "Downscale",
 )
 
 

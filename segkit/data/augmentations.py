@@ -1,7 +1,8 @@
 """The augmentation registry: ``augment.name`` -> options (checked here) -> the tf.data map
 function that applies it (built by ``segkit.data.pipeline.make_dataset``).
 
-``none`` and ``flips`` are built in (tf.image); ``light`` and ``strong`` are albumentations
+``none`` and ``flips`` are built in (tf.image); ``light``, ``strong`` and ``shift`` (a change
+of centre: colour, illumination, scale, blur, resolution, JPEG quality) are albumentations
 transforms declared in their YAML's ``transforms`` list (``segkit.data.augment``). This module
 imports neither TensorFlow nor albumentations until a check or a build needs them.
 """
@@ -25,6 +26,7 @@ class BuiltinOptions:
 
 
 # stacked decorators run bottom-up: listed here in reverse of the registry order
+@AUGMENTATIONS.register("shift", "segkit.data.augment:tf_augment")
 @AUGMENTATIONS.register("strong", "segkit.data.augment:tf_augment")
 @AUGMENTATIONS.register("light", "segkit.data.augment:tf_augment")
 @dataclass(frozen=True)

@@ -251,6 +251,7 @@ def test_two_joblib_workers_share_one_journal(joblib_search):
     assert runs == {str(t.number): t.user_attrs["mlflow_run_id"] for t in trials}
 
 
+@pytest.mark.e2e
 def test_unknown_pruner_is_one_line_exit_2(tmp_path):
     res = run_py("-m", "hparams_search=optuna", "hydra.sweeper.pruner.name=early",
                  f"hydra.sweep.dir={tmp_path / 's'}", f"hydra.sweeper.study_dir={tmp_path}",

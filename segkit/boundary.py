@@ -64,3 +64,37 @@ def boundary_scores(pred: np.ndarray, truth: np.ndarray, tau: float = 2.0
     hd95 = max(np.percentile(d_pt, 95), np.percentile(d_tp, 95))
     nsd = ((d_pt <= tau).sum() + (d_tp <= tau).sum()) / (d_pt.size + d_tp.size)
     return float(hd95), float(nsd)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) of the mask's foreground, ends exclusive; None when empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def boundary_from_probs(prob: np.ndarray, truth: np.ndarray, threshold: float,
+                        tau: float = 2.0) -> tuple[float, float]:
+    """(HD95, NSD) of ``prob`` (model size) upsampled bilinearly to ``truth``'s size and
+    thresholded, as segkit.evaluation.resize_probs would, but resizing only the box that can
+    hold foreground: a bilinear value reaches ``threshold`` only next to a model pixel that
+    does, so the box is the model-size foreground's, one model pixel wider, joined with the
+    truth's, plus the NSD margin. Pillow's ``box`` keeps the full resize's sampling grid."""
+    from PIL import Image
+
+    (h, w), (sh, sw) = truth.shape, prob.shape
+    small, whole = _box(prob >= threshold), _box(truth)
+    if small is None:
+        return boundary_scores(np.zeros_like(truth), truth, tau)
+    sy, sx = h / sh, w / sw
+    boxes = [(max(int((small[0] - 1) * sy), 0), min(int(np.ceil((small[1] + 1) * sy)), h),
+              max(int((small[2] - 1) * sx), 0), min(int(np.ceil((small[3] + 1) * sx)), w))]
+    boxes += [whole] if whole is not None else []
+    m = int(np.ceil(tau)) + 1
+    r0, r1 = max(min(b[0] for b in boxes) - m, 0), min(max(b[1] for b in boxes) + m, h)
+    c0, c1 = max(min(b[2] for b in boxes) - m, 0), min(max(b[3] for b in boxes) + m, w)
+    image = Image.fromarray(prob.astype(np.float32), mode="F")
+    crop = np.asarray(image.resize((c1 - c0, r1 - r0), Image.Resampling.BILINEAR,
+                                   box=(c0 / sx, r0 / sy, c1 / sx, r1 / sy)))
+    return boundary_scores(crop >= threshold, truth[r0:r1, c0:c1], tau)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from segkit.boundary import boundary_scores
+from segkit.boundary import boundary_from_probs, boundary_scores
 from segkit.data.dataset import Sample, load_mask
 from segkit.metrics import (
     THRESHOLDS,
@@ -195,7 +195,6 @@ def _boundary_at_original(prob: np.ndarray, sample: Sample, threshold: float, ta
                           truth: np.ndarray | None) -> tuple[float, float]:
     """HD95 and NSD of one prediction at its image's original resolution (``truth``: the
     original mask when already read)."""
-    if truth is None:
-        truth = load_mask(sample.mask)[..., 0] > 0
-        prob = resize_probs(prob, truth.shape)
+    if truth is None:  # resizes only the box that can hold foreground (same values)
+        return boundary_from_probs(prob, load_mask(sample.mask)[..., 0] > 0, threshold, tau)
     return boundary_scores(prob >= threshold, truth, tau)

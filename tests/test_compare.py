@@ -12,10 +12,12 @@ from mlflow import MlflowClient
 from scipy import stats
 
 from segkit.compare import CompareError, compare
+from tests.helpers import restored_tracking_uri
 
 
 def _run_with_scores(uri: str, tmp_path, name: str, scores: dict[str, float]) -> str:
-    mlflow.set_tracking_uri(uri)
+    """A finished run of experiment "models" whose evaluation logged ``scores`` (through the
+    client: no global MLflow state is left for later tests)."""
     folder = tmp_path / name / "evaluation"
     folder.mkdir(parents=True)
     with open(folder / "test_per_image.csv", "w", newline="") as fh:
@@ -23,9 +25,12 @@ def _run_with_scores(uri: str, tmp_path, name: str, scores: dict[str, float]) ->
         writer.writerow(["name", "dice", "iou", "truth_fraction", "pred_fraction"])
         for image, dice in scores.items():
             writer.writerow([image, dice, dice / (2 - dice), 0.1, 0.1])
-    exp = mlflow.set_experiment("models")
-    with mlflow.start_run(experiment_id=exp.experiment_id, run_name=name) as run:
-        mlflow.log_artifacts(str(folder), "evaluation")
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("models")
+    run = client.create_run(exp.experiment_id if exp else client.create_experiment("models"),
+                            run_name=name)
+    client.log_artifacts(run.info.run_id, str(folder), "evaluation")
+    client.set_terminated(run.info.run_id)
     return run.info.run_id
 
 
@@ -42,7 +47,8 @@ def store(tmp_path):
                                                                    strict=True))),
            "other": _run_with_scores(uri, tmp_path, "other",
                                      {f"x{i}": 0.5 for i in range(40)})}
-    return uri, ids, a, b
+    with restored_tracking_uri():  # compare() points MLflow at the store: undone afterwards
+        yield uri, ids, a, b
 
 
 def test_paired_numbers_match_scipy_and_a_run_is_logged(store, tmp_path):

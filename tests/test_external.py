@@ -195,3 +195,24 @@ def test_a_bad_set_fails_before_any_run(tmp_path):
     assert res.returncode == 2
     assert "eval.external[0].root=" in res.stderr and "has no images or masks/" in res.stderr
     assert not (tmp_path / "m.db").exists()
+
+
+def test_boxed_resize_gives_the_full_resize_scores():
+    """boundary_from_probs resizes only the box that can hold foreground: the same HD95/NSD
+    as resizing the whole map (segkit.evaluation.resize_probs) then scoring, over random
+    shapes, sizes and empty cases."""
+    from segkit.boundary import boundary_from_probs, boundary_scores
+    from segkit.evaluation import resize_probs
+
+    rng = np.random.default_rng(0)
+    for k in range(60):
+        side, h, w = (int(v) for v in rng.integers((16, 30, 30), (64, 200, 200)))
+        yy, xx = np.mgrid[0:side, 0:side] / side
+        prob = np.clip(1 - np.hypot(yy - rng.uniform(), xx - rng.uniform()) / rng.uniform(0.1, 0.5)
+                       + rng.normal(0, 0.1, (side, side)), 0, 1).astype(np.float32)
+        prob = np.full_like(prob, 0.1) if k % 7 == 0 else prob
+        ty, tx = np.mgrid[0:h, 0:w]
+        truth = np.hypot(ty / h - rng.uniform(), tx / w - rng.uniform()) < rng.uniform(0.05, 0.4)
+        truth = np.zeros_like(truth) if k % 11 == 0 else truth
+        full = boundary_scores(resize_probs(prob, (h, w)) >= 0.5, truth, 2.0)
+        assert boundary_from_probs(prob, truth, 0.5, 2.0) == pytest.approx(full, nan_ok=True)

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +84,10 @@ def _b64(path: Path) -> str:
 class SegmentationModel(PythonModel):
     """The pyfunc: a Keras model, its threshold and TTA setting (``model_config``)."""
 
+    # Inputs are checked against the explicit signature (base64 strings in a column
+    # ``image``), not against type hints of ``predict`` (MLflow's own switch for that).
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         import keras
 
@@ -93,7 +100,7 @@ class SegmentationModel(PythonModel):
         self.threshold = float(config.get("threshold", 0.5))
         self.tta = bool(config.get("tta", False))
 
-    def predict(self, context, model_input, params=None):  # no hints: MLflow reads them
+    def predict(self, context, model_input, params=None):  # no hints: the signature says
         """One row per image of ``model_input`` (see the module's docstring)."""
         params = params or {}
         return segment(self.predictor, _images(model_input),
@@ -138,6 +145,24 @@ def segment(predictor: Any, images: Sequence[str], *, threshold: float, tta: boo
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Without MLflow's advice on logging a Python object (the pickle holds only a reference
+    to :class:`SegmentationModel`) and on input examples (one would run the model now)."""
+    loggers = [logging.getLogger(n) for n in ("mlflow.pyfunc", "mlflow.models.signature")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example.*")
+            warnings.filterwarnings("ignore", message=".*input_example.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def log_serving_model(model: keras.Model, threshold: float, tta: bool) -> str:
     """Log ``model`` to the active run as the pyfunc ``serving`` (the Keras file inside it,
     with ``threshold`` and ``tta`` as its defaults); return its model URI."""
@@ -145,7 +170,7 @@ def log_serving_model(model: keras.Model, threshold: float, tta: bool) -> str:
 
     requirements = [f"{p}=={metadata.version(p)}"
                     for p in ("tensorflow", "keras", "mlflow", "pillow", "pandas")]
-    with tempfile.TemporaryDirectory(prefix="segkit-serving-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="segkit-serving-") as tmp, _quiet_mlflow():
         path = Path(tmp) / "model.keras"
         model.save(path)
         info = mlflow.pyfunc.log_model(

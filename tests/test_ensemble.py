@@ -83,9 +83,10 @@ def second(smoke_run, tmp_path_factory):
     other.save(tmp / "other.keras")
     uri = fresh_store(tmp / "mlflow.db")
     uris = []
+    experiment = mlflow.MlflowClient(uri).create_experiment("ensemble-members")
     with tracking_uri(uri):
         for model in (smoke, other):
-            with mlflow.start_run():
+            with mlflow.start_run(experiment_id=experiment):  # not a global active one
                 uris.append(log_model(model, np.zeros((1, size, size, 3), np.float32)))
     return {"file": tmp / "other.keras", "models": (smoke, other), "store": uri,
             "uris": uris, "size": size}

@@ -19,6 +19,7 @@ from segkit.models import build_unet
 from segkit.predict import collect_inputs, model_source, predict_files, resolve_tta
 from segkit.runtimes import KerasPredictor, installed_runtimes, open_predictor
 from tests.helpers import segkit_cli, write_image
+from tests.helpers.tracking import fresh_store
 
 SIZE = 32
 THRESHOLD = 0.42  # recorded in every export's parity.json (as `segkit export` does)
@@ -141,19 +142,16 @@ def test_tta_averages_the_four_flips_by_hand():
 
 
 def test_tta_default_comes_from_the_source_runs_eval_tta(tmp_path, exports):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        ids = {}
-        for name, tta in (("on", "True"), ("off", "False"), ("old", None)):
-            with mlflow.start_run() as run:
-                if tta is not None:
-                    mlflow.log_params({"eval.tta": tta, "eval.threshold": 0.5})
-                mlflow.log_metric("val/best_threshold", 0.35)
-            ids[name] = f"runs:/{run.info.run_id}/model"
-    finally:
-        mlflow.set_tracking_uri(previous)
+    uri = fresh_store(tmp_path / "mlflow.db")
+    client = mlflow.MlflowClient(uri)  # no global state: the runs go where they are told
+    experiment = client.create_experiment("tta")
+    ids = {}
+    for name, tta in (("on", "True"), ("off", "False"), ("old", None)):
+        run_id = client.create_run(experiment).info.run_id
+        if tta is not None:
+            client.log_param(run_id, "eval.tta", tta)
+        client.log_metric(run_id, "val/best_threshold", 0.35)
+        ids[name] = f"runs:/{run_id}/model"
     assert resolve_tta(ids["on"], None, tracking_uri=uri) == (
         True, f"eval.tta of training run {ids['on'].split('/')[1]}")
     assert resolve_tta(ids["off"], None, tracking_uri=uri)[0] is False

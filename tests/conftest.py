@@ -17,6 +17,7 @@ from tests.helpers import (
     Job,
     SmokeRun,
     cli_env,
+    fresh_store,
     start_early,
     start_mlflow_server,
     write_pair,
@@ -102,7 +103,7 @@ def mlflow_server(_mlflow_server_started) -> str:
 def _smoke_run_started(real_root, smoke_cache, tmp_path_factory):
     """The smoke training process, started; see smoke_run."""
     tmp = tmp_path_factory.mktemp("smoke")
-    uri = f"sqlite:///{tmp}/mlflow.db"
+    uri = fresh_store(tmp / "mlflow.db")
     job = Job.run_py(*SMOKE_ARGS, f"hydra.run.dir={tmp}/out", f"data.cache_dir={smoke_cache}",
                      env=cli_env(uri=uri, data=real_root))
     yield job, uri, tmp / "out", smoke_cache

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from segkit import rundir
 from segkit.errors import ConfigError
 from segkit.rundir import unique_dir
-from tests.helpers import SMOKE_ARGS, Job, cli_env
+from tests.helpers import SMOKE_ARGS, Job, cli_env, fresh_store
 
 QUICK = (*SMOKE_ARGS, "eval.plots=false", "callbacks.tensorboard.enabled=false")
 
@@ -108,8 +108,9 @@ def test_a_fresh_store_is_created_once_by_processes_starting_together(tmp_path):
 @pytest.mark.e2e
 def test_runs_started_in_the_same_second_own_their_folders(real_root, smoke_cache, tmp_path):
     """Three `run.py` started together, with the default folder naming (re-rooted under
-    tmp_path) and different models, on a fresh store: three folders, each with its own
-    config, and three FINISHED runs."""
+    tmp_path) and different models, on one new store (its creation by processes racing is
+    the test above): three folders, each with its own config, and three FINISHED runs."""
+    fresh_store(tmp_path / "mlflow.db")  # _env points the processes at it
     env = _env(tmp_path, real_root)
     filters = (4, 6, 8)
     time.sleep(1 - time.time() % 1)  # start at a second's beginning: Hydra names folders
@@ -189,8 +190,9 @@ def test_resume_never_takes_a_live_run(real_root, smoke_cache, tmp_path):
     """While run A is alive (stopped after its first epoch, its lock held),
     `trainer.resume=auto` leaves it alone and `trainer.resume=<A>` fails with one line; once
     A is killed with -9, `trainer.resume=auto` takes it and finishes it."""
-    env, db = _env(tmp_path, real_root), tmp_path / "mlflow.db"
-    uri = f"sqlite:///{db}"
+    db = tmp_path / "mlflow.db"
+    uri = fresh_store(db)  # _env points the processes at it
+    env = _env(tmp_path, real_root)
     same = (*QUICK, "trainer.epochs=6", "callbacks.early_stopping.enabled=false",
             f"data.cache_dir={smoke_cache}")
     first = Job.run_py(*same, f"hydra.run.dir={tmp_path}/a", env=env, merge=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli_env, run_py
+from tests.helpers import ROOT, Job, cli_env, run_py
 
 pytestmark = pytest.mark.e2e  # each test starts run.py
 
@@ -27,7 +27,7 @@ def _run(tmp_path: Path, *args: str, conf_file: tuple[str, str] | None = None):
             written.unlink()
 
 
-@pytest.mark.parametrize("args, expected", [
+MISTAKES = [
     (("modle.depth=3",), "error: modle is not a config key (did you mean model?)"),
     (("trainer=nope",), "error: trainer=nope is not an option: use one of default"),
     (("seed=1,2",), "error: seed=1,2 has several values: add -m to sweep over them"),
@@ -39,9 +39,27 @@ def _run(tmp_path: Path, *args: str, conf_file: tuple[str, str] | None = None):
     (("+model.filter=32",), "error: model.filter is not an option here"),
     (("model.depth=${oc.env:SEGKIT_TEST_UNSET_VARIABLE}",),
      "error: model.depth: Environment variable 'SEGKIT_TEST_UNSET_VARIABLE' not found"),
-])
-def test_config_mistakes_are_one_line_and_exit_2(tmp_path, args, expected):
-    res = _run(tmp_path, *args)
+]
+
+
+@pytest.fixture(scope="module")
+def mistake_jobs(tmp_path_factory):
+    """run.py with each of MISTAKES, all started at once (they are independent and each
+    spends its life in one core's imports): {args: (job, its folder)}."""
+    jobs = {}
+    for args, _ in MISTAKES:
+        tmp = tmp_path_factory.mktemp("mistake")
+        jobs[args] = (Job.run_py(*args, "data.root=/nonexistent", f"hydra.run.dir={tmp}/out",
+                                 env=cli_env(uri=f"sqlite:///{tmp}/never.db")), tmp)
+    yield jobs
+    for job, _ in jobs.values():
+        job.kill()
+
+
+@pytest.mark.parametrize("args, expected", MISTAKES)
+def test_config_mistakes_are_one_line_and_exit_2(mistake_jobs, args, expected):
+    job, tmp_path = mistake_jobs[args]
+    res = job.wait(timeout=120)
     assert res.returncode == 2, res.stderr[-2000:]
     out = (res.stdout + res.stderr).strip().splitlines()
     assert len(out) == 1 and out[0].startswith(expected), out

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segkit.metric_names import internal
-from tests.helpers import Job, cli_env
+from tests.helpers import Job, cli_env, fresh_store
 
 SMOKE = ("debug=smoke", "eval.plots=false", "callbacks.tensorboard.enabled=false",
          "split.val_fraction=0.34")
@@ -50,7 +50,7 @@ def _runs(uri: str, experiment: str = "segkit-smoke") -> list:
 @pytest.mark.e2e
 def test_a_diverged_run_fails_with_one_line_and_logs_no_model(real_root, smoke_cache,
                                                                tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path / "mlflow.db")
     out = tmp_path / "run"
     res = Job.run_py(*SMOKE, DIVERGING, f"hydra.run.dir={out}", f"data.cache_dir={smoke_cache}",
                      env=cli_env(uri=uri, data=real_root)).wait(300)
@@ -82,7 +82,7 @@ def test_a_diverged_sweep_job_is_failed_and_never_a_completed_score(real_root, s
 
     from segkit.sweep.job import find_completed
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path / "mlflow.db")
     res = Job.run_py("-m", *SMOKE, "trainer.epochs=1", "optimizer.lr=1e-3,1e20",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}", f"data.cache_dir={smoke_cache}",
                      env=cli_env(uri=uri, data=real_root)).wait(600)

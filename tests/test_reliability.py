@@ -28,6 +28,7 @@ from tests.helpers import (
     Job,
     cli_env,
     free_port,
+    fresh_store,
     random_data,
     run_py,
     start_early,
@@ -180,10 +181,14 @@ def test_state_keeps_optimizer_and_callback_counters(tmp_path):
 
 @pytest.mark.e2e
 def test_sigterm_then_resume_finishes_the_same_run(real_root, smoke_cache, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    """SIGTERM after the first epoch (the run frozen by SIGSTOP from the moment that epoch
+    is seen, so it cannot end meanwhile): KILLED, a resume hint; `trainer.resume=auto`
+    finishes the same run to its last epoch; a FINISHED run is not resumed again."""
+    epochs = 5
+    uri = fresh_store(tmp_path / "mlflow.db")
     env = cli_env(uri=uri, data=real_root)
     common = ["debug=smoke", "eval.plots=false", f"data.cache_dir={smoke_cache}",
-              "split.val_fraction=0.34", "trainer.epochs=12",
+              "split.val_fraction=0.34", f"trainer.epochs={epochs}",
               "callbacks.early_stopping.enabled=false", "callbacks.tensorboard.enabled=false"]
     first = Job.run_py(*common, f"hydra.run.dir={tmp_path}/first", env=env)
     proc = first.proc
@@ -193,7 +198,9 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, smoke_cache, tmp_p
         if state.is_file() and json.loads(state.read_text())["epochs"] >= 1:
             break
         time.sleep(0.1)
+    proc.send_signal(signal.SIGSTOP)  # no epoch ends from here to the SIGTERM
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     res = first.wait(timeout=120)
     out, err = res.stdout, res.stderr
     assert res.returncode != 0
@@ -202,16 +209,16 @@ def test_sigterm_then_resume_finishes_the_same_run(real_root, smoke_cache, tmp_p
     assert run.info.status == "KILLED"
     assert f"trainer.resume={run.info.run_id}" in out + err
     done = json.loads(state.read_text())["epochs"]
-    assert 1 <= done < 12
+    assert 1 <= done < epochs
 
     res = run_py(*common, f"hydra.run.dir={tmp_path}/second", "trainer.resume=auto", env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = client.search_runs([run.info.experiment_id])
     assert run.info.status == "FINISHED"
-    assert internal(run.data.metrics)["epochs_run"] == 12
+    assert internal(run.data.metrics)["epochs_run"] == epochs
     assert run.data.tags["segkit.resumed_after_epoch"] == str(done)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, to_mlflow("loss"))]
-    assert sorted(set(steps)) == list(range(1, 13))
+    assert sorted(set(steps)) == list(range(1, epochs + 1))
     assert "test_mdice" in internal(run.data.metrics)
     # a finished run cannot be resumed again
     res = run_py(*common, f"trainer.resume={run.info.run_id}", f"hydra.run.dir={tmp_path}/x",

@@ -5,6 +5,8 @@ traceback), and `segkit sync` against the restarted server completes the run."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from segkit.metric_names import internal, to_mlflow
 from tests.helpers import Job, cli_env, free_port, mlflow_server_at, tracking_uri
 
-EPOCHS = 20  # fast smoke epochs (a fraction of a second each): the server goes after the 1st
+EPOCHS = 5  # the server goes after the 1st, while the run is stopped (SIGSTOP): 4 without it
 OUTAGE_RUN = ("debug=smoke", "eval.plots=false", "callbacks.tensorboard.enabled=false",
               "split.val_fraction=0.34", "callbacks.early_stopping.enabled=false",
               f"trainer.epochs={EPOCHS}")
@@ -62,7 +64,9 @@ def test_training_outlives_a_lost_tracking_server_and_sync_completes_the_run(
         job = Job.run_py(*OUTAGE_RUN, f"hydra.run.dir={out}", f"data.cache_dir={smoke_cache}",
                          env=cli_env(uri=url, data=real_root))
         _wait_for(out / "checkpoints" / "state.json", job)
+        os.kill(job.proc.pid, signal.SIGSTOP)  # no epoch ends while the server goes
     lost = time.monotonic()  # leaving the block stopped the server
+    os.kill(job.proc.pid, signal.SIGCONT)
     res = job.wait(timeout=240)
     after = time.monotonic() - lost
     assert after < 60, f"{after:.0f} s after the server went: a stall on it"
@@ -77,7 +81,7 @@ def test_training_outlives_a_lost_tracking_server_and_sync_completes_the_run(
     assert (out / "checkpoints" / "best.keras").is_file()
     assert (out / "evaluation" / "metrics.json").is_file()  # evaluated locally
     pending = [json.loads(line) for line in (out / "pending_metrics.jsonl").open()]
-    assert pending and pending[-1]["step"] == EPOCHS - 1
+    assert pending and pending[-1]["step"] == EPOCHS  # steps count epochs from 1
 
     with mlflow_server_at(store, *art, port=port) as url:  # the same store and address
         client = MlflowClient(url)

@@ -13,7 +13,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segkit.metric_names import internal, to_mlflow
-from tests.helpers import ROOT, SMOKE_ARGS, Job, cli_env, start_early, tracking_uri
+from tests.helpers import (
+    ROOT,
+    SMOKE_ARGS,
+    Job,
+    cli_env,
+    fresh_store,
+    start_early,
+    tracking_uri,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -176,7 +184,7 @@ def test_a_crash_in_evaluation_marks_the_run_failed_and_keeps_the_model(
         raise RuntimeError("plotting exploded")
 
     monkeypatch.setattr(report, "evaluate_and_report", crash)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path / "mlflow.db")
     cfg = compose_cfg("debug=smoke", "trainer.epochs=1", f"data.root={real_root}",
                       f"data.cache_dir={tmp_path}/cache", f"tracking.uri={uri}",
                       "split.val_fraction=0.34", "callbacks.tensorboard.enabled=false")

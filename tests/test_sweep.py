@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segkit.metric_names import internal, to_mlflow
-from tests.helpers import ROOT, Job, cli_env, start_early
+from tests.helpers import ROOT, Job, cli_env, fresh_store, start_early
 
 SMOKE = ("debug=smoke", "trainer.epochs=1", "split.val_fraction=0.34",
          "callbacks.tensorboard.enabled=false", "eval.plots=false")
@@ -74,7 +74,8 @@ def _start_sweeps_at_once(request):
 def grid_sweep(real_root, smoke_cache, tmp_path_factory):
     """A 2x2 grid over optimizer.lr and model.filters."""
     tmp = tmp_path_factory.mktemp("grid")
-    sweep = start_sweep(real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep1",
+    sweep = start_sweep(real_root, smoke_cache, fresh_store(tmp / "mlflow.db"),
+                        tmp / "sweep1",
                         "optimizer.lr=1e-3,1e-4", "model.filters=4,8")
     yield sweep
     sweep.job.kill()
@@ -87,7 +88,8 @@ def failing_sweep(real_root, smoke_cache, tmp_path_factory):
     config check passes: only running it can tell)."""
     tmp = tmp_path_factory.mktemp("failing")
     good_log, bad_log = tmp / "log.csv", tmp / "missing" / "log.csv"
-    sweep = start_sweep(real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep",
+    sweep = start_sweep(real_root, smoke_cache, fresh_store(tmp / "mlflow.db"),
+                        tmp / "sweep",
                         "callbacks.extra=[{_target_:keras.callbacks.CSVLogger,filename:x.csv}]",
                         "model.depth=2,9", f"callbacks.extra.0.filename={good_log},{bad_log}")
     yield sweep, good_log, bad_log
@@ -99,7 +101,7 @@ def optuna_sweep(real_root, smoke_cache, tmp_path_factory):
     """Two TPE trials over lr, loss, augment and a broken upsampling choice."""
     tmp = tmp_path_factory.mktemp("optuna")
     sweep = start_sweep(
-        real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep",
+        real_root, smoke_cache, fresh_store(tmp / "mlflow.db"), tmp / "sweep",
         "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=41",
         "model.filters=4", "model.depth=2", "model.upsampling=choice(transpose,bogus)")
     yield sweep
@@ -123,7 +125,8 @@ def presets_sweep(real_root, smoke_cache, tmp_path_factory):
     """`experiment=glob(*)`: one job per preset, forced to fail validation with model.depth=9
     so no training runs."""
     tmp = tmp_path_factory.mktemp("presets")
-    sweep = start_sweep(real_root, smoke_cache, f"sqlite:///{tmp}/mlflow.db", tmp / "sweep",
+    sweep = start_sweep(real_root, smoke_cache, fresh_store(tmp / "mlflow.db"),
+                        tmp / "sweep",
                         "experiment=glob(*)", "model.depth=9")
     yield sweep
     sweep.job.kill()

@@ -18,10 +18,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from segkit.metric_names import internal
-from tests.helpers import ROOT, RUN_PY, cli_env
+from tests.helpers import ROOT, RUN_PY, cli_env, fresh_store
 
 SMOKE = ("debug=smoke", "split.val_fraction=0.34", "callbacks.tensorboard.enabled=false",
          "callbacks.early_stopping.enabled=false", "eval.plots=false")
+LONG = 5  # job 1's epochs: it is frozen (SIGSTOP) as soon as its first epoch ends
 HINT = re.compile(r"continue it with: (python run\.py .*)$", re.MULTILINE)
 
 
@@ -52,26 +53,28 @@ def _summary(sweep: Path) -> list[dict]:
 
 @pytest.mark.e2e
 def test_ctrl_c_in_job_2_of_4_lists_every_job_and_hints_a_working_resume(real_root, tmp_path):
-    """seed=1,2 x trainer.epochs=1,30 in Hydra's order: job 0 (1 epoch) finishes, job 1
-    (30 epochs: a wide window for the interrupt, also on a busy machine) gets SIGINT on
-    its process group after its first epoch, jobs 2-3 never
-    start. Then the printed hint, run as printed, finishes job 1's run."""
+    """seed=1,2 x trainer.epochs=1,LONG in Hydra's order: job 0 (1 epoch) finishes, job 1
+    is frozen (SIGSTOP on the process group, so no epoch ends meanwhile, however busy the
+    machine) once its first epoch ends, gets SIGINT and goes on; jobs 2-3 never start.
+    Then the printed hint, run as printed, finishes job 1's run."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path / "mlflow.db")
     env = cli_env(uri, real_root)
     sweep, log = tmp_path / "sweep", tmp_path / "sweep.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(RUN_PY), "-m", *SMOKE, f"data.cache_dir={tmp_path}/cache",
-             f"hydra.sweep.dir={sweep}", "seed=1,2", "trainer.epochs=1,30"],
+             f"hydra.sweep.dir={sweep}", "seed=1,2", f"trainer.epochs=1,{LONG}"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             # A shell's background job (CI under nohup ... &) inherits SIGINT ignored;
             # Ctrl-C in a terminal reaches a process with the default handler.
             preexec_fn=_default_sigint)
         try:
             _wait_for_epoch(proc, sweep / "1" / "checkpoints" / "state.json", log)
+            os.killpg(proc.pid, signal.SIGSTOP)
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+            os.killpg(proc.pid, signal.SIGCONT)
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
@@ -83,8 +86,8 @@ def test_ctrl_c_in_job_2_of_4_lists_every_job_and_hints_a_working_resume(real_ro
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"], text[-3000:]
     assert [r["status"] for r in rows] == ["FINISHED", "KILLED", "NOT_STARTED", "NOT_STARTED"]
     assert [(r["param:seed"], r["param:trainer.epochs"]) for r in rows] == [
-        ("1", "1"), ("1", "30"), ("2", "1"), ("2", "30")]
-    assert rows[3]["overrides"].split()[-2:] == ["seed=2", "trainer.epochs=30"]
+        ("1", "1"), ("1", str(LONG)), ("2", "1"), ("2", str(LONG))]
+    assert rows[3]["overrides"].split()[-2:] == ["seed=2", f"trainer.epochs={LONG}"]
     client = MlflowClient(uri)
     parent = client.get_run(json.loads((sweep / "mlflow_sweep.json").read_text())
                             ["parent_run_id"])
@@ -99,7 +102,7 @@ def test_ctrl_c_in_job_2_of_4_lists_every_job_and_hints_a_working_resume(real_ro
     killed = rows[1]["run_id"]
     (hint,) = HINT.findall(text)
     assert hint.endswith(f" trainer.resume={killed}") and "debug=smoke" in hint.split()
-    assert "seed=1" in hint.split() and "trainer.epochs=30" in hint.split()
+    assert "seed=1" in hint.split() and f"trainer.epochs={LONG}" in hint.split()
     done = json.loads((sweep / "1" / "checkpoints" / "state.json").read_text())["epochs"]
     # As printed, in the checkout, with the test's environment; only Hydra's own log folder
     # is sent to tmp_path (else it lands in the checkout's outputs/).
@@ -110,7 +113,8 @@ def test_ctrl_c_in_job_2_of_4_lists_every_job_and_hints_a_working_resume(real_ro
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     run = client.get_run(killed)
     assert run.info.status == "FINISHED"
-    assert internal(run.data.metrics)["epochs_run"] == 30
+    assert internal(run.data.metrics)["epochs_run"] == LONG
+    assert 1 <= done < LONG
     assert run.data.tags["segkit.resumed_after_epoch"] == str(done)
 
 

@@ -9,13 +9,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segkit.metric_names import internal
-from tests.helpers import cli_env, run_py
+from tests.helpers import cli_env, fresh_store, run_py
 
 pytestmark = pytest.mark.e2e
 
 
 def test_a_seed_sweep_logs_its_interval_to_the_parent(real_root, smoke_cache, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path / "mlflow.db")
     res = run_py("-m", "debug=smoke", "trainer.epochs=1", "split.val_fraction=0.34",
                  "eval.plots=false", "callbacks.tensorboard.enabled=false",
                  f"data.cache_dir={smoke_cache}", f"hydra.sweep.dir={tmp_path}/sweep",

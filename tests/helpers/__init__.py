@@ -7,9 +7,9 @@ from tests.helpers.fixtures import start_early
 from tests.helpers.paths import ROOT, SHARED_KVASIR
 from tests.helpers.server import Server, free_port, mlflow_server_at, start_mlflow_server
 from tests.helpers.smoke import SMOKE_ARGS, SmokeRun
-from tests.helpers.tracking import restored_tracking_uri, tracking_uri
+from tests.helpers.tracking import fresh_store, restored_tracking_uri, tracking_uri
 
 __all__ = ["ROOT", "RUN_PY", "SEGKIT", "SHARED_KVASIR", "SMOKE_ARGS", "Job", "Server",
-           "SmokeRun", "cli_env", "free_port", "mlflow_server_at", "random_data",
+           "SmokeRun", "cli_env", "free_port", "fresh_store", "mlflow_server_at", "random_data",
            "restored_tracking_uri", "run_py", "run_python", "segkit_cli", "start_early",
            "start_mlflow_server", "tracking_uri", "write_image", "write_pair"]

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.helpers.tracking import fresh_store
+
 _HANDED_OUT: set[int] = set()
 
 
@@ -57,10 +59,12 @@ def start_mlflow_server(folder: Path, *artifact_args: str,
     how it stores artifacts), started but not waited for; stopped afterwards. ``port``:
     a given one (a server restarted on the same store and address), else a free one."""
     port = port or free_port()
+    store = folder / "server.db"  # a restarted server keeps its store
+    uri = f"sqlite:///{store}" if store.exists() else fresh_store(store)
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-         f"sqlite:///{folder}/server.db", *artifact_args,
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", uri,
+         *artifact_args,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         # No server-side job runner (huey consumers for GenAI jobs, which no test uses): the

@@ -50,6 +50,7 @@ from segkit.progress import Progress
 from segkit.registry import plain
 from segkit.runtimes import KerasPredictor, Predictor
 from segkit.schedules import build_schedule
+from segkit.search.pruning import search_callbacks
 from segkit.summary import print_run_summary
 from segkit.trainer import check_batch_size, scaled_lr, steps_per_epoch
 from segkit.training_metrics import training_metrics
@@ -144,6 +145,7 @@ def fit(cfg: DictConfig, model: keras.Model, data: Prepared, run_dir: Path,
         callbacks.insert(-1, Progress(t.epochs, steps_per_epoch(len(data.split.train),
                                                                 t.batch_size),
                                       t.max_minutes, restored.get("train_seconds", 0.0)))
+        callbacks[-1:-1] = search_callbacks()  # an Optuna trial: reports, may prune
     state: TrainingState = callbacks[-1]
     if not restored.get("finished") and done < t.epochs:
         loop = distribute.custom_fit if t.strategy == "multi_worker" else _keras_fit
@@ -240,7 +242,7 @@ def log_trained_model(cfg: DictConfig, model: keras.Model, data: Prepared, run_d
                       state: TrainingState) -> str:
     """Fit figures, TensorBoard logs and the model (once: a resumed run that logged it keeps
     that one), before evaluation, so a crash there never loses the trained model."""
-    mlflow.log_metrics({"train_seconds": state.state["train_seconds"],
+    report.log_metrics({"train_seconds": state.state["train_seconds"],
                         "epochs_run": state.state["epochs"],
                         "time_limit_hit": float(state.state["time_limit_hit"])})
     if (run_dir / "tensorboard").is_dir():

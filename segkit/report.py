@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 from omegaconf import DictConfig
 
-from segkit import plots
+from segkit import metric_names, plots
 from segkit import tags as tag
 from segkit.data import Prepared
 from segkit.data.external import ExternalData
@@ -177,7 +177,7 @@ def log_metrics(metrics: Mapping[str, float]) -> list[str]:
     """Log the finite metrics; return the names of the undefined ones (NaN: e.g. AUC when
     a split has no positive pixel), which are left out rather than logged as numbers."""
     finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-    mlflow.log_metrics(finite)
+    mlflow.log_metrics(metric_names.mlflow_keys(finite))
     return sorted(set(metrics) - set(finite))
 
 

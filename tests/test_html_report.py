@@ -30,7 +30,7 @@ def test_undefined_metrics_are_missing_not_numbers(monkeypatch):
     logged = {}
     monkeypatch.setattr("mlflow.log_metrics", logged.update)
     undefined = log_metrics({"test_mdice": 0.8, "test_auc": math.nan, "val_auc": math.inf})
-    assert logged == {"test_mdice": 0.8} and undefined == ["test_auc", "val_auc"]
+    assert logged == {"test/mdice": 0.8} and undefined == ["test_auc", "val_auc"]  # UI group
     assert format_value("auc", math.nan) == "–"
 
 

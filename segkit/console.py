@@ -11,6 +11,7 @@ line through except the known harmless ones: hand-written, as no library option 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -40,6 +41,17 @@ def quiet_environment(verbose: bool) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # download bars
+    logging.getLogger("tensorflow").addFilter(_first_trace_of_a_new_model)
+
+
+def _first_trace_of_a_new_model(record: logging.LogRecord) -> bool:
+    """False for TF's "triggered tf.function retracing" warning about Keras' predict
+    function. TF counts traces per function *code*, so each new model's first predict (the
+    jobs of a sweep, the logged copy of a model) counts as a retrace of the last model's;
+    segkit's own retracing (a short last batch) is fixed in segkit.runtimes.KerasPredictor."""
+    message = record.getMessage()
+    return not ("triggered tf.function retracing" in message
+                and "make_predict_function" in message)
 
 
 def _harmless(line: str, gpu_driver: bool) -> bool:

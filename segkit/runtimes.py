@@ -90,8 +90,19 @@ class KerasPredictor:
         if self.jit_compile:
             self.model.jit_compile = True
 
+    _batch: int = field(default=0, init=False, repr=False)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        """Keras traces its predict function once per input shape: a batch shorter than the
+        first one (a split's last batch) is padded to it, so each model traces once. TF
+        counts traces per function *code*, across models, and in the second job of a sweep
+        the extra traces added up to its "triggered tf.function retracing" warnings."""
+        n = len(batch)
+        if n < self._batch:
+            pad = np.zeros((self._batch - n, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, pad])
+        self._batch = max(self._batch, n)
+        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)[:n]
 
 
 @dataclass

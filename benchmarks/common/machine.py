@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # CPU flags that decide the peak FLOP/s and whether bf16 is native.
-FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "f16c")
+FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "f16c",
+         "avx512_vnni", "avx_vnni", "amx_int8")  # the last three: int8 dot products
 NATIVE_BF16 = frozenset({"amx_bf16", "avx512_bf16"})
 LSCPU_FIELDS = ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket",
                 "L2 cache", "L3 cache", "Hypervisor vendor", "CPU max MHz")

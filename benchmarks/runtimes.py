@@ -193,8 +193,10 @@ def measure(args, workdir: Path, log: Callable[[str], None]) -> dict:
     rates = time_all(built, test_x, paths, cli.setting(args, "repeats"), args.quick,
                      workdir, log)
     flops, peak, why = flops_and_peak(model)
-    flags = set(machine()["flags"])
+    found = machine()
+    flags = set(found["flags"])
     return {"int8_flags": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
+            "cpu": found["cpu"], "cpu_flags": found["flags"],
             "model": args.model or "reference U-Net trained here", "size": size,
             "test_images": len(test), "e2e_images": len(paths), "forward_flops": flops,
             "peak_flops": peak, "peak_assumption": why, "quick": args.quick,
@@ -240,7 +242,10 @@ def render(res: dict) -> str:
     lines += [f"`{res['command']}`: {res['model']} at {res['size']}x{res['size']}; img/s "
               f"medians of interleaved repeats; end to end on {res['e2e_images']} test files at "
               f"original resolution; parity on {res['test_images']} held-out images (threshold "
-              f"0.5). Peak: {res['peak_assumption']}.", "",
+              f"0.5). Peak: {res['peak_assumption']}."
+              + (f" CPU: {res['cpu']} ({', '.join(res.get('cpu_flags', []))}); compare"
+                 " its figures with each other, not with sections measured on another"
+                 " machine." if res.get("cpu") else ""), "",
               "| runtime | batch 1 img/s | batch 8 img/s | x TF | % of float32 peak | end to "
               "end img/s | mask Dice vs TF | max abs diff | held-out mDice |",
               "|:--|--:|--:|--:|--:|--:|--:|--:|--:|"]

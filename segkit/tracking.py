@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -222,6 +223,20 @@ def _fail(uri: str, run: mlflow.ActiveRun, exc: BaseException) -> None:
 
 
 @contextmanager
+def fresh_name() -> str:
+    """MLflow's own adjective-noun-number run name, drawn from fresh entropy: segkit seeds
+    Python's ``random`` (``seed``), under which MLflow gave every run of a seed the same name.
+    The seeded state is put back, so training draws stay reproducible."""
+    from mlflow.utils.name_utils import _generate_random_name
+
+    state = random.getstate()
+    random.seed()  # os.urandom
+    try:
+        return str(_generate_random_name())
+    finally:
+        random.setstate(state)
+
+
 def start_run(uri: str, experiment: str, run_name: str | None = None,
               tags: Mapping[str, str] | None = None,
               run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -231,7 +246,7 @@ def start_run(uri: str, experiment: str, run_name: str | None = None,
     FINISHED body raises TrackingUnavailable (``segkit sync`` ends it)."""
     experiment_id = setup_experiment(uri, experiment)
     run = (mlflow.start_run(run_id=run_id, log_system_metrics=False) if run_id else
-           mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+           mlflow.start_run(experiment_id=experiment_id, run_name=run_name or fresh_name(),
                             tags=dict(tags or {}), log_system_metrics=False))
     try:
         yield run

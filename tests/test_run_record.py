@@ -51,3 +51,16 @@ def test_the_end_of_run_summary_names_every_place():
         "  folder: /out/run1"]
     assert ui_page("http://10.0.0.1:5000/", "3", "abc") == \
         "http://10.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+
+
+def test_run_names_differ_under_one_seed_and_leave_the_seeded_state_alone():
+    import random
+
+    from segkit.tracking import fresh_name
+
+    names = set()
+    for _ in range(5):
+        random.seed(42)  # what keras.utils.set_random_seed(42) does to Python's random
+        names.add(fresh_name())
+        assert random.random() == random.Random(42).random()  # the seeded stream is intact
+    assert len(names) > 1

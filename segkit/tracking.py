@@ -222,7 +222,6 @@ def _fail(uri: str, run: mlflow.ActiveRun, exc: BaseException) -> None:
     _end_run(uri, run, "FAILED")
 
 
-@contextmanager
 def fresh_name() -> str:
     """MLflow's own adjective-noun-number run name, drawn from fresh entropy: segkit seeds
     Python's ``random`` (``seed``), under which MLflow gave every run of a seed the same name.
@@ -237,6 +236,7 @@ def fresh_name() -> str:
         random.setstate(state)
 
 
+@contextmanager
 def start_run(uri: str, experiment: str, run_name: str | None = None,
               tags: Mapping[str, str] | None = None,
               run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:

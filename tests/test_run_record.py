@@ -55,6 +55,7 @@ def test_the_end_of_run_summary_names_every_place():
 
 def test_run_names_differ_under_one_seed_and_leave_the_seeded_state_alone():
     import random
+    import re
 
     from segkit.tracking import fresh_name
 
@@ -64,3 +65,4 @@ def test_run_names_differ_under_one_seed_and_leave_the_seeded_state_alone():
         names.add(fresh_name())
         assert random.random() == random.Random(42).random()  # the seeded stream is intact
     assert len(names) > 1
+    assert all(re.fullmatch(r"[a-z]+-[a-z]+-\d+", n) for n in names), names  # MLflow's form

@@ -23,8 +23,8 @@ How the pieces meet:
   that failed before its run existed, e.g. in config validation, gets a FAILED run made for it)
   and returns a :class:`FailedJob`, which is not a number. So every sweeper goes on to the next
   job (re-raising would make Hydra's basic sweeper stop after the batch and skip
-  ``on_multirun_end``), and Optuna marks the trial FAIL, never a score (a NaN would crash
-  hydra-optuna-sweeper 1.3.0: it tells Optuna FAIL together with the value).
+  ``on_multirun_end``), and segkit's Optuna sweeper (``hydra_plugins/segkit_optuna_sweeper``)
+  tells the trial FAIL, never a score.
   The callback then exits 1 when any job failed. Single runs raise as before.
 - Ctrl-C in a job writes ``<sweep dir>/interrupted`` (with the job's number); the summary then
   ends the parent KILLED and counts the job as killed, not failed. The job's log names the

@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,deploy]'  # deploy: CI tests the exports
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install segkit with its dev tools
+install: $(VENV)/.installed  ## create .venv and install segkit with its dev tools and the deploy runtimes
 
 train: install  ## train + evaluate with the default config (add ARGS="model.filters=32 ...")
 	$(PY) run.py $(ARGS)

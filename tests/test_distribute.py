@@ -451,7 +451,9 @@ def test_two_workers_train_one_model_into_one_run(mlflow_server, server_jobs, si
     mlflow.set_tracking_uri(mlflow_server)
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
                                          output_format="list")
-    assert len(models) == 1 and models[0].source_run_id == run.info.run_id
+    # the Keras model and the serving pyfunc (segkit.serving), both from the chief's run alone
+    assert sorted(m.name for m in models) == ["model", "serving"]
+    assert {m.source_run_id for m in models} == {run.info.run_id}
     # only the chief's run folder has checkpoints
     assert (folder / "w0" / "checkpoints" / "best.keras").is_file()
     assert not (folder / "w1" / "checkpoints").exists()

@@ -176,7 +176,7 @@ def test_grid_sweep_nests_four_children_under_one_parent(grid):
     by_run = {c.info.run_id: c for c in children}
     for row in rows:
         assert float(row["val_mdice"]) == pytest.approx(
-            by_run[row["run_id"]].data.metrics["val_mdice"])
+            internal(by_run[row["run_id"]].data.metrics)["val_mdice"])
     best = max(children, key=lambda c: internal(c.data.metrics)["val_mdice"])
     assert tags["segkit.best_run_id"] == best.info.run_id
     assert internal(parent.data.metrics)["best_val_mdice"] == pytest.approx(

@@ -95,8 +95,8 @@ def test_ctrl_c_in_job_2_of_4_lists_every_job_and_hints_a_working_resume(real_ro
     counts = internal(parent.data.metrics)
     assert {k: int(v) for k, v in counts.items() if k.startswith("jobs_")} == {
         "jobs_total": 4, "jobs_planned": 4, "jobs_finished": 1, "jobs_skipped": 0,
-        "jobs_failed": 0, "jobs_killed": 1, "jobs_not_started": 2}
-    assert "1 finished, 0 skipped, 0 failed, 1 killed, 2 not started" in text
+        "jobs_failed": 0, "jobs_killed": 1, "jobs_pruned": 0, "jobs_not_started": 2}
+    assert "1 finished, 0 skipped, 0 failed, 1 killed, 0 pruned, 2 not started" in text
     assert "rerun the same command with sweep.skip_completed=true" in text
 
     killed = rows[1]["run_id"]

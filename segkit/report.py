@@ -173,6 +173,20 @@ def describe_run(metrics: Mapping[str, float], undefined: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _write_and_log(out_dir: Path, title: str, table: dict, figures: dict[str, str],
+                   notes: list[str], metrics: dict[str, float],
+                   undefined: list[str]) -> dict[str, float]:
+    """report.md and report.html in ``out_dir``, then the metrics, the run's description and
+    the folder (as ``evaluation/``) logged to the active run; returns ``metrics``."""
+    write_report(out_dir / "report.md", title=title, metrics=table, plots=figures, notes=notes)
+    write_html(out_dir / "report.html", title=title, metrics=table, notes=notes,
+               figures={c: out_dir / f for c, f in figures.items()})
+    log_metrics(metrics)
+    mlflow.set_tag(tag.NOTE, describe_run(metrics, undefined))
+    mlflow.log_artifacts(str(out_dir), "evaluation")
+    return metrics
+
+
 def log_metrics(metrics: Mapping[str, float]) -> list[str]:
     """Log the finite metrics; return the names of the undefined ones (NaN: e.g. AUC when
     a split has no positive pixel), which are left out rather than logged as numbers."""
@@ -204,13 +218,7 @@ def evaluate_and_report(model: keras.Model | Predictor, data: Prepared, cfg: Dic
     notes = _notes(data, ev, chosen) + _interval_note(metrics, ev.bootstrap_draws)
     if undefined:
         notes.append(f"undefined on this data (shown as –, not logged): {', '.join(undefined)}")
-    write_report(out_dir / "report.md", title=TITLE, metrics=table, plots=figures, notes=notes)
-    write_html(out_dir / "report.html", title=TITLE, metrics=table, notes=notes,
-               figures={c: out_dir / f for c, f in figures.items()})
-    log_metrics(metrics)
-    mlflow.set_tag(tag.NOTE, describe_run(metrics, undefined))
-    mlflow.log_artifacts(str(out_dir), "evaluation")
-    return metrics
+    return _write_and_log(out_dir, TITLE, table, figures, notes, metrics, undefined)
 
 
 def _external_figures(model: keras.Model | Predictor, ext: ExternalData, result: Evaluation,
@@ -273,10 +281,4 @@ def report_external(model: keras.Model | Predictor, ext: ExternalData, cfg: Dict
     notes = _external_notes(ext, ev) + _interval_note(metrics, ev.bootstrap_draws)
     table = {ext.source.name: result.metrics}
     title = f"{TITLE}: external test set {ext.source.name}"
-    write_report(out_dir / "report.md", title=title, metrics=table, plots=figures, notes=notes)
-    write_html(out_dir / "report.html", title=title, metrics=table, notes=notes,
-               figures={c: out_dir / f for c, f in figures.items()})
-    log_metrics(metrics)
-    mlflow.set_tag(tag.NOTE, describe_run(metrics, undefined))
-    mlflow.log_artifacts(str(out_dir), "evaluation")
-    return metrics
+    return _write_and_log(out_dir, title, table, figures, notes, metrics, undefined)

@@ -9,7 +9,6 @@ import base64
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 from PIL import Image
 
 from segkit.metric_names import internal
-from tests.helpers import cli_env, free_port, segkit_cli
+from tests.helpers import cli_env, free_port, segkit_cli, stop_group
 from tests.helpers.tracking import tracking_uri
 
 BIN = Path(sys.executable).parent  # mlflow, and uvicorn, which `mlflow models serve` runs
@@ -64,12 +63,7 @@ def served(smoke_run, tmp_path_factory):
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 @pytest.mark.e2e

@@ -1,16 +1,21 @@
 """What pruning saves in segkit's Optuna search, and that resume and parallel workers hold.
 
-    python benchmarks/search_pruning.py            # the measurement: about 30 min on 2 CPU cores
+    python benchmarks/search_pruning.py            # the measurement: about 40 min on 2 CPU cores
     python benchmarks/search_pruning.py --tiny --out /tmp/sp.json --no-render   # a proof run
 
-On the real dataset (SEGKIT_DATA_DIR), at ``--size`` px with ``--limit`` images per part and
-a small U-Net, the same search (space, TPE sampler and seed) runs twice: ``pruner=none`` and
-with ``--pruner`` (successive halving by default: rungs at epochs 1 and 3, a third goes on).
+On the real dataset (SEGKIT_DATA_DIR), at ``--size`` px with ``--limit`` training images and
+a small U-Net, the same search (space, sampler and seed) runs twice: ``pruner=none`` and with
+``--pruner`` at its defaults in conf/hparams_search/optuna.yaml (successive halving: rungs at
+epochs 3 and 9, a third goes on at each). The sampler is ``random`` by default: its proposals
+do not depend on earlier results, so both searches train the same configurations and the
+difference between them is the pruner's alone (with TPE the two searches part ways at the
+first pruned trial; ``--sampler tpe`` measures that too).
 Per search: epochs trained (the epochs each trial reported), wall time, trials complete /
 pruned, and the best validation mDice (``val_mdice`` of the best COMPLETE trial). Then two
-checks: resume (the sweeper is killed while trial 1 trains, the same command is run again:
-completed trials are not retrained, the study ends with ``n_trials`` counted trials) and two
-joblib workers on one journal file (no trial lost or duplicated, one parent run).
+checks, with ``--check-epochs`` epochs per trial: resume (the sweeper is killed while trial 1
+trains, the same command is run again: completed trials are not retrained, the study ends with
+``n_trials`` counted trials) and two joblib workers on one journal file (no trial lost or
+duplicated, one parent run).
 Writes ``--out`` (JSON) and, unless ``--no-render``, its section of RESULTS.md.
 """
 
@@ -31,24 +36,38 @@ sys.path.insert(0, str(ROOT))
 START, END = "<!-- search_pruning:start -->", "<!-- search_pruning:end -->"
 
 
-def space(args: argparse.Namespace) -> list[str]:
+def space(args: argparse.Namespace, epochs: int) -> list[str]:
     return ["hparams_search=optuna", f"data.image_size={args.size}", f"data.limit={args.limit}",
-            f"trainer.epochs={args.epochs}", "trainer.batch_size=8", "model=unet",
+            f"trainer.epochs={epochs}", "trainer.batch_size=8", "model=unet",
             "model.depth=3", "callbacks.tensorboard.enabled=false", "eval.plots=false",
             "callbacks.early_stopping.enabled=false", "augment=none",
             "optimizer.lr=tag(log,interval(1e-4,3e-2))", "model.filters=choice(4,8,16)",
             "loss=choice(bce,dice,bce_dice)", f"hydra.sweeper.n_trials={args.trials}",
-            "hydra.sweeper.sampler.name=tpe", f"hydra.sweeper.sampler.seed={args.seed}",
-            f"hydra.sweeper.sampler.n_startup_trials={max(args.trials // 2, 2)}",
-            "hydra.sweeper.pruner.n_startup_trials=3", "hydra.sweeper.pruner.n_warmup_steps=2",
-            "hydra.sweeper.pruner.min_resource=1", "hydra.sweeper.pruner.reduction_factor=3"]
+            f"hydra.sweeper.sampler.name={args.sampler}", f"hydra.sweeper.sampler.seed={args.seed}",
+            f"hydra.sweeper.sampler.n_startup_trials={max(args.trials // 2, 2)}"]
 
 
-def command(args: argparse.Namespace, work: Path, name: str, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "run.py"), "-m", *space(args),
+def command(args: argparse.Namespace, work: Path, name: str, *extra: str,
+            epochs: int | None = None) -> list[str]:
+    return [sys.executable, str(ROOT / "run.py"), "-m", *space(args, epochs or args.epochs),
             f"tracking.uri=sqlite:///{work}/mlflow.db", f"tracking.experiment=search-{name}",
             f"hydra.sweep.dir={work}/{name}-{time.time_ns()}",
             f"hydra.sweeper.study_dir={work}/studies-{name}", *extra]
+
+
+def pruner_defaults() -> str:
+    from omegaconf import OmegaConf
+
+    p = OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper.pruner
+    return (f"median: {p.n_startup_trials} startup trials, from epoch {p.n_warmup_steps}; "
+            f"halving and hyperband: first rung at epoch {p.min_resource}, reduction factor "
+            f"{p.reduction_factor}")
+
+
+def monitor_default() -> str:
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper.monitor)
 
 
 def run(cmd: list[str], log: Path) -> tuple[int, float]:
@@ -94,7 +113,7 @@ def resume_check(args: argparse.Namespace, work: Path, log: Path) -> dict:
     """Kill the sweeper (SIGKILL) once trial 1 has started, rerun the same command."""
     n = min(args.trials, 4)
     cmd = command(args, work, "resume", "hydra.sweeper.pruner.name=none",
-                  f"hydra.sweeper.n_trials={n}")
+                  f"hydra.sweeper.n_trials={n}", epochs=args.check_epochs)
     sweep_dir = Path(cmd[[i for i, c in enumerate(cmd) if c.startswith("hydra.sweep.dir=")][0]]
                      .partition("=")[2])
     with open(log, "a") as fh:
@@ -125,7 +144,8 @@ def workers_check(args: argparse.Namespace, work: Path, log: Path) -> dict:
     n = min(args.trials, 4)
     rc, seconds = run(command(args, work, "workers", "hydra.sweeper.pruner.name=none",
                               f"hydra.sweeper.n_trials={n}", "hydra.sweeper.n_jobs=2",
-                              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), log)
+                              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                              epochs=args.check_epochs), log)
     trials = study(work, "workers").trials
     runs = children(work, "workers")
     kids = [r.data.tags.get("segkit.search.trial") for r in runs
@@ -172,10 +192,13 @@ def write_section(text: str, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=14)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=12, help="epochs per trial of the searches")
+    ap.add_argument("--check-epochs", type=int, default=3,
+                    help="epochs per trial of the resume and workers checks")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--limit", type=int, default=240, help="images per part (data.limit)")
+    ap.add_argument("--limit", type=int, default=400, help="training images (data.limit)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--sampler", default="random", choices=["random", "tpe"])
     ap.add_argument("--pruner", default="successive_halving",
                     choices=["median", "successive_halving", "hyperband"])
     ap.add_argument("--tiny", action="store_true", help="3 trials, 2 epochs, 64 px, 16 images")
@@ -183,7 +206,7 @@ def main() -> None:
     ap.add_argument("--no-render", action="store_true", help="leave RESULTS.md alone")
     args = ap.parse_args()
     if args.tiny:
-        args.trials, args.epochs, args.size, args.limit = 3, 2, 64, 16
+        args.trials, args.epochs, args.check_epochs, args.size, args.limit = 3, 4, 2, 64, 16
     if not os.environ.get("SEGKIT_DATA_DIR"):
         sys.exit("set SEGKIT_DATA_DIR to the Kvasir-SEG folder")
     start = time.perf_counter()
@@ -191,10 +214,10 @@ def main() -> None:
     log = work / "log.txt"
     print(f"working in {work} (log: {log})")
     res: dict = {"setup": f"{args.trials} trials x {args.epochs} epochs, {args.size} px, "
-                          f"{args.limit} images per part, U-Net depth 3, TPE seed {args.seed}, "
-                          f"pruner {args.pruner} (median: 3 startup trials, from epoch 2; "
-                          "halving: rungs at epochs 1, 3, reduction factor 3)",
-                 "pruner": args.pruner, "searches": {}}
+                          f"{args.limit} training images, U-Net depth 3, {args.sampler} sampler "
+                          f"seed {args.seed}, pruner {args.pruner} at its defaults "
+                          f"({pruner_defaults()}), monitor {monitor_default()}",
+                 "pruner": args.pruner, "sampler": args.sampler, "searches": {}}
     for pruner in ("none", args.pruner):
         rc, seconds = run(command(args, work, pruner, f"hydra.sweeper.pruner.name={pruner}"),
                           log)

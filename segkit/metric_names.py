@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 SPLITS = ("test", "val")  # ``<split>_<name>`` -> ``<split>/<name>``
-TRAIN = ("loss", "accuracy", "dice", "iou", "learning_rate", "epochs_run", "time_limit_hit")
+TRAIN = ("loss", "accuracy", "dice", "iou", "mean_image_dice", "learning_rate", "epochs_run",
+         "time_limit_hit")
 TIME = ("epoch_seconds", "train_seconds")
 
 

@@ -22,7 +22,7 @@ from segkit.metrics import (
     summarize,
     threshold_counts,
 )
-from segkit.training_metrics import Dice, training_metrics
+from segkit.training_metrics import Dice, MeanImageDice, training_metrics
 
 # Two 2x2 images. Image 0: truth 2 px, prediction 3 px, overlap 2 -> Dice 0.8, IoU 2/3.
 TRUTH = np.array([[[1, 1], [0, 0]], [[0, 1], [0, 0]]], np.uint8)[..., None]
@@ -71,7 +71,7 @@ def test_summary_matches_sklearn():
 
 def test_keras_training_metrics_by_hand():
     probs = np.where(PRED > 0, 0.9, 0.1).astype(np.float32)
-    acc, dice, iou = training_metrics()
+    acc, dice, iou, _ = training_metrics()
     for metric in (acc, dice, iou):
         metric.update_state(TRUTH.astype(np.float32), probs)
     # Pooled over both images: TP 2, FP 1, FN 1, TN 4.
@@ -147,3 +147,22 @@ def test_threshold_counts_and_f2():
     p, r = 1 / 3, 1 / 2
     assert m["f2"] == pytest.approx(5 * p * r / (4 * p + r))
     assert m["f2"] == pytest.approx(fbeta_score(truth.ravel(), probs.ravel() >= 0.3, beta=2))
+
+
+def test_mean_image_dice_averages_per_image_dice():
+    """Per image, then averaged over images (not pooled): image 0 Dice 2*1/(2+1), image 1
+    Dice 2*1/(1+2); an image with empty truth and empty prediction counts 1."""
+    truth = np.zeros((3, 2, 2, 1), np.float32)
+    probs = np.full((3, 2, 2, 1), 0.1, np.float32)
+    truth[0, 0, :2] = 1
+    probs[0, 0, 0] = 0.9
+    truth[1, 0, 0] = 1
+    probs[1, 0, :2] = 0.9
+    metric = training_metrics()[3]
+    assert isinstance(metric, MeanImageDice) and metric.name == "mean_image_dice"
+    metric.update_state(truth[:2], probs[:2])
+    assert float(metric.result()) == pytest.approx((2 / 3 + 2 / 3) / 2)
+    metric.update_state(truth[2:], probs[2:])
+    assert float(metric.result()) == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    clone = MeanImageDice.from_config(metric.get_config())
+    assert clone.threshold == 0.5 and clone.name == "mean_image_dice"

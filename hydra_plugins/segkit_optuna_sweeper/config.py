@@ -20,8 +20,8 @@ class SamplerConf:
 class PrunerConf:
     name: str = "median"  # median | successive_halving | hyperband | none
     n_startup_trials: int = 4  # median: trials that finish before any pruning
-    n_warmup_steps: int = 2  # median: the first epoch at which a trial can be pruned
-    min_resource: int = 1  # successive_halving, hyperband: epochs before the first rung
+    n_warmup_steps: int = 3  # median: the first epoch at which a trial can be pruned
+    min_resource: int = 3  # successive_halving, hyperband: epochs before the first rung
     reduction_factor: int = 3  # successive_halving, hyperband
 
 
@@ -35,7 +35,7 @@ class SegkitOptunaSweeperConf:
     n_trials: int = 20
     n_jobs: int = 1
     max_failure_rate: float = 1.0
-    monitor: str = "val_dice"
+    monitor: str = "val_mean_image_dice"
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: PrunerConf = field(default_factory=PrunerConf)
     params: dict[str, Any] | None = None

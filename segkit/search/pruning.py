@@ -1,9 +1,12 @@
-"""The Keras callback that connects a search job to its Optuna trial: every epoch it reports
-the monitored validation score (``hydra.sweeper.monitor``, by default ``val_dice``: the pooled
-Dice of the validation carve-out that Keras computes each epoch) and asks the study's pruner
-whether the trial is behind. A pruned trial stops training at that epoch's end, like
-EarlyStopping: checkpoints and history are kept, the model is logged and evaluated, and the
-run ends FINISHED with ``segkit.trial_state=pruned``; the sweeper tells Optuna PRUNED.
+"""The Keras callback that connects a search job to its Optuna trial: every epoch it reports the
+monitored validation score (``hydra.sweeper.monitor``, by default ``val_mean_image_dice``: the
+per-image Dice averaged over the validation carve-out, computed by Keras each epoch, the
+per-epoch twin of the objective ``val_mdice``) and asks the study's pruner whether the trial is
+behind; it reports the best value so far, as the trial is scored on its best epoch
+(``hparams_search=optuna`` sets the checkpoint's monitor to the same metric). A pruned trial
+stops training at that epoch's end, like EarlyStopping: checkpoints and history are kept, the
+model is logged and evaluated, and the run ends FINISHED with ``segkit.trial_state=pruned``; the
+sweeper tells Optuna PRUNED.
 
 Hand-written rather than optuna-integration's KerasPruningCallback / TFKerasPruningCallback,
 which raise TrialPruned inside ``fit`` (the run would end FAILED, nothing logged) and hold an
@@ -55,6 +58,9 @@ class TrialPruning(keras.callbacks.Callback):
         # Optuna's Trial of a trial asked for in another process (the sweeper's)
         self.trial = optuna.trial.Trial(study, trial_id)
         self.monitor = str(info["monitor"])
+        # the study's direction is the monitor's too (both are validation scores)
+        self.better = min if info.get("direction") == "minimize" else max
+        self.best: float | None = None
         self.pruned_at: int | None = None
         self._missing_warned = False
 
@@ -73,7 +79,10 @@ class TrialPruning(keras.callbacks.Callback):
                             "reported to trial %d", self.monitor, self.trial.number)
                 self._missing_warned = True
             return
-        self.trial.report(float(value), step=epoch + 1)  # steps: epoch numbers, from 1
+        # The best value so far, not this epoch's: the trial is scored on its best epoch
+        # (the checkpoint's), and one noisy epoch should not prune a good trial.
+        self.best = float(value) if self.best is None else self.better(self.best, float(value))
+        self.trial.report(self.best, step=epoch + 1)  # steps: epoch numbers, from 1
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.trial.set_user_attr(search.PRUNED_ATTR, epoch + 1)
@@ -81,7 +90,8 @@ class TrialPruning(keras.callbacks.Callback):
                              search.PRUNED_AT_TAG: str(epoch + 1)})
             self.model.stop_training = True
             print(f"search: trial {self.trial.number} pruned after epoch {epoch + 1} "
-                  f"({self.monitor} = {float(value):.4f}): training stops, the run is kept")
+                  f"(best {self.monitor} so far {self.best:.4f}): training stops, the run is "
+                  "kept")
 
 
 def search_callbacks() -> list[keras.callbacks.Callback]:

@@ -100,6 +100,48 @@ def search_totals(work: Path, name: str, seconds: float) -> dict:
             "best_val_mdice": max((t.value for t in done), default=None)}
 
 
+# pruner settings replayed on the unpruned study (name, overrides of the conf defaults)
+REPLAYED = [("median", {}), ("median", {"n_warmup_steps": 2}),
+            ("successive_halving", {"min_resource": 1}),
+            ("successive_halving", {"min_resource": 2}), ("successive_halving", {}),
+            ("successive_halving", {"reduction_factor": 4}), ("hyperband", {})]
+
+
+def replay(trials: list, name: str, changes: dict) -> dict:
+    """What pruner ``name`` (conf defaults + ``changes``) would have done to the unpruned
+    study's trials: Optuna's own pruner, fed each trial's recorded per-epoch values in trial
+    order, no training. Exact for the median and successive-halving pruners when training is
+    deterministic and the sampler history-free (the same trials would be proposed); hyperband
+    assigns trials to brackets by a hash of the study name, so its replay is one draw."""
+    import optuna
+    from omegaconf import OmegaConf
+    from optuna.trial import TrialState
+
+    from segkit.search.study import build_pruner
+
+    conf = OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper.pruner
+    settings = {**OmegaConf.to_container(conf), "name": name, **changes}
+    study = optuna.create_study(study_name="replay", direction="maximize",  # fixed: hyperband
+                                pruner=build_pruner(settings))
+    epochs, pruned, best = 0, 0, None
+    for old in sorted((t for t in trials if t.state == TrialState.COMPLETE),
+                      key=lambda t: t.number):
+        trial = study.ask()
+        for step in sorted(old.intermediate_values):
+            trial.report(old.intermediate_values[step], step)
+            epochs += 1
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                pruned += 1
+                break
+        else:
+            study.tell(trial, old.value)
+            best = old.value if best is None else max(best, old.value)
+    label = ", ".join(f"{k} {v}" for k, v in changes.items()) or "conf defaults"
+    return {"pruner": name, "settings": label, "epochs_trained": epochs, "pruned": pruned,
+            "best_val_mdice": best}
+
+
 def children(work: Path, name: str) -> list:
     from mlflow import MlflowClient
 
@@ -170,6 +212,19 @@ def render(res: dict) -> str:
         lines.append(f"| {name} | {s['trials']} ({s['complete']} / {s['pruned']} / "
                      f"{s['failed']}) | {s['epochs_trained']} | {s['wall_s'] / 60:.1f} min | "
                      f"{best} |")
+    if res.get("replayed"):
+        lines += ["", "The same pruners replayed on the unpruned search's recorded per-epoch "
+                  "values (Optuna's own pruners fed them in trial order; no training; exact for "
+                  "median and successive halving here, as training is deterministic and the "
+                  "random sampler proposes the same trials; hyperband's brackets depend on the "
+                  "study name):", "",
+                  "| pruner | settings | epochs trained | share | pruned | best val mDice |",
+                  "|---|---|---|---|---|---|"]
+        for row in res["replayed"]:
+            best = "–" if row["best_val_mdice"] is None else f"{row['best_val_mdice']:.4f}"
+            lines.append(f"| {row['pruner']} | {row['settings']} | {row['epochs_trained']} | "
+                         f"{row['epochs_trained'] / a['epochs_trained']:.0%} | {row['pruned']} | "
+                         f"{best} |")
     r, w = res["resume"], res["workers"]
     lines += ["", f"Pruned search: {ratio:.0%} of the epochs (target <= 50%), best "
               f"{gap:+.4f} below the unpruned best (target <= 0.01).",
@@ -204,7 +259,18 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="3 trials, 2 epochs, 64 px, 16 images")
     ap.add_argument("--out", default="results/search_pruning.json")
     ap.add_argument("--no-render", action="store_true", help="leave RESULTS.md alone")
+    ap.add_argument("--replay-from", metavar="WORK",
+                    help="only add the replay table to --out from an earlier run's work folder")
     args = ap.parse_args()
+    if args.replay_from:  # no training: replay the pruners on that run's unpruned study
+        res = json.loads(Path(args.out).read_text())
+        trials = study(Path(args.replay_from), "none").trials
+        res["replayed"] = [replay(trials, n, c) for n, c in REPLAYED]
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        if not args.no_render:
+            write_section(render(res), ROOT / "RESULTS.md")
+        print(render(res))
+        return
     if args.tiny:
         args.trials, args.epochs, args.check_epochs, args.size, args.limit = 3, 4, 2, 64, 16
     if not os.environ.get("SEGKIT_DATA_DIR"):
@@ -223,6 +289,10 @@ def main() -> None:
                           log)
         res["searches"][pruner] = {"exit_status": rc, **search_totals(work, pruner, seconds)}
         print(pruner, res["searches"][pruner], flush=True)
+        if pruner == "none":
+            trials = study(work, "none").trials
+            res["replayed"] = [replay(trials, n, c) for n, c in REPLAYED]
+            print("replayed", res["replayed"], flush=True)
     res["resume"] = resume_check(args, work, log)
     print("resume", res["resume"], flush=True)
     res["workers"] = workers_check(args, work, log)

@@ -57,6 +57,26 @@ def test_space_syntax_gives_optuna_distributions():
         grid(space)
 
 
+@pytest.mark.parametrize("name", ["random", "tpe"])
+def test_a_resumed_sampler_does_not_repeat_the_first_proposals(name):
+    """Same seed, fresh study: the same proposals (reproducible). A resumed study's sampler
+    (seed + trials held) proposes new parameters, not trial 0's again."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.segkit_optuna_sweeper.search import build_sampler
+
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    conf = OmegaConf.create({"name": name, "seed": 42, "n_startup_trials": 10})
+
+    def first(sampler):
+        study = optuna.create_study(sampler=sampler)
+        return [study.ask(space).params["lr"] for _ in range(3)]
+
+    fresh = first(build_sampler(conf, space))
+    assert fresh == first(build_sampler(conf, space))
+    assert not set(first(build_sampler(conf, space, resumed=3))) & set(fresh)
+
+
 def _hydra_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
 

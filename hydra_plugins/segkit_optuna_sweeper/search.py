@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def build_sampler(sampler: Any, space: dict) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler for ``hydra.sweeper.sampler`` (``name`` and ``seed``)."""
-    name, seed = str(sampler.name), sampler.seed
+def build_sampler(sampler: Any, space: dict, resumed: int = 0) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler for ``hydra.sweeper.sampler`` (``name`` and ``seed``). ``resumed``:
+    the trials the study already holds; a resumed study's sampler is seeded ``seed +
+    resumed``, so that it does not propose its first trials' parameters again (a fresh
+    sampler restarts its random stream, and every sampler draws at random at first)."""
+    name = str(sampler.name)
+    seed = None if sampler.seed is None else int(sampler.seed) + resumed
     startup = int(sampler.n_startup_trials)
     makers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
@@ -106,6 +110,8 @@ class Search:
         if str(conf.sampler.name) == "grid":
             self.n_trials = min(self.n_trials, n_grid(self.space))
         self.job_idx = len(self.study.get_trials(deepcopy=False))
+        if self.job_idx:  # a resumed study: a sampler that does not repeat its first draws
+            self.study.sampler = build_sampler(conf.sampler, self.space, resumed=self.job_idx)
         self.links: dict[str, dict] = {}
         self.ran = self.failed = 0
 

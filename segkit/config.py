@@ -61,7 +61,7 @@ class EvalOptions:
     nsd_tolerance: float
     bootstrap_draws: int
     plots: bool
-    external: list  # segkit.data.external checks its entries
+    external: list  # segkit.data.external checks its entries (with the dataset group's)
 
     def check(self) -> None:
         _require(0 < self.threshold < 1, f"eval.threshold={self.threshold} must be in (0, 1)")
@@ -71,7 +71,6 @@ class EvalOptions:
                  f"eval.nsd_tolerance={self.nsd_tolerance} must be >= 0 (pixels)")
         _require(self.bootstrap_draws == 0 or self.bootstrap_draws >= 100,
                  f"eval.bootstrap_draws={self.bootstrap_draws} must be 0 (off) or >= 100")
-        external_sets(self.external)
 
 
 def _check_model_uri(uri: object) -> None:
@@ -118,6 +117,7 @@ def validate(cfg: DictConfig) -> None:
     check_schedule(cfg.schedule, trainer.max_minutes)
     check_split(cfg.split)
     from_mapping(EvalOptions, plain(cfg.eval), "eval")
+    external_sets(cfg.eval.external, cfg.get("dataset"))  # other centres' test sets
     check_targets(cfg)  # a _target_ outside segkit's allowlist never gets imported
     check_augment(cfg.augment)
     export_options(cfg.get("export"))  # export.formats: known, and their packages installed

@@ -41,7 +41,7 @@ def score_external(cfg: DictConfig, model: keras.Model | Predictor, run_dir: Pat
     """Evaluate ``model`` on every set of ``cfg.eval.external`` (its report in
     ``run_dir/external/<name>/evaluation``), one run each, nested under the active run when
     there is one; return each set's metrics by name."""
-    sets = external_sets(cfg.eval.external)
+    sets = external_sets(cfg.eval.external, cfg.get("dataset"))
     if not sets:
         return {}
     size = as_predictor(model).input_size

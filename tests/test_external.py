@@ -83,7 +83,7 @@ def test_load_pairs_mixed_sizes_and_formats_at_the_model_size(tmp_path):
     ("missing", r"eval.external\[0\].root='.*nowhere' \(c\) has no images or masks/ folder"),
     ("unpaired", r"eval.external\[0\] \(c\): invalid dataset at .*1 image\(s\) without a mask"
                  r" in .*: zz9"),
-    ("twice", r"eval.external: the name\(s\) c appear twice"),
+    ("twice", r"eval.external / dataset: the name\(s\) c appear twice"),
     ("name", r"eval.external\[0\].name='c d' must be letters, digits"),
     ("keys", r"eval.external\[0\]=.* must be \{name: NAME, root: /path/to/folder\}"),
 ])
@@ -100,6 +100,25 @@ def test_validate_refuses_bad_sets_in_one_line(tmp_path, compose_cfg, setup, mes
     with pytest.raises(ConfigError, match=message) as err:
         validate(cfg)
     assert "\n" not in str(err.value)
+
+
+def test_the_dataset_group_adds_named_sets(tmp_path, compose_cfg):
+    """dataset=[cvc_clinicdb,etis_larib] (conf/dataset/) with eval.external: three sets, in
+    order; a dataset whose folder is missing names its own key."""
+    roots = [make_centre(tmp_path / n) for n in ("a", "b", "c")]
+    cfg = compose_cfg(f"eval.external=[{{name: own, root: '{roots[0]}'}}]",
+                      "dataset=[cvc_clinicdb,etis_larib]",
+                      f"dataset.cvc_clinicdb.root={roots[1]}",
+                      f"dataset.etis_larib.root={roots[2]}")
+    validate(cfg)
+    sets = external_sets(cfg.eval.external, cfg.dataset)
+    assert [(s.name, s.root) for s in sets] == [("own", roots[0]), ("cvc_clinicdb", roots[1]),
+                                                ("etis_larib", roots[2])]
+    cfg = compose_cfg("dataset=etis_larib", f"dataset.etis_larib.root={tmp_path / 'nowhere'}")
+    with pytest.raises(ConfigError, match=r"^dataset.etis_larib.root='.*nowhere' \(etis_larib\) "
+                                          r"has no images or masks/ folder: set "
+                                          r"dataset.etis_larib.root to"):
+        validate(cfg)
 
 
 def test_an_empty_list_is_no_external_set(compose_cfg):
@@ -154,14 +173,16 @@ def test_nothing_predicted_scores_the_empty_mask_as_correct(tmp_path, compose_cf
 
 @pytest.mark.e2e
 def test_evaluate_logs_one_linked_run_per_set(tmp_path, smoke_run):
-    """`run.py task=evaluate eval.external=[...]` on the session's smoke model: a run per
-    set, named and tagged by it and linked to the source run, with the per-image CSV."""
+    """`run.py task=evaluate eval.external=[...] dataset=...` on the session's smoke model: a
+    run per set (one from the list, one from the dataset group), named and tagged by it and
+    linked to the source run, with the per-image CSV."""
     from segkit.metric_names import internal
 
     roots = {"centre_b": make_centre(tmp_path / "b"),
-             "centre_c": make_centre(tmp_path / "c", pairs=PAIRS[:2])}
-    sets = ",".join(f"{{name: {n}, root: '{r}'}}" for n, r in roots.items())
-    res = run_py("task=evaluate", f"model_uri={smoke_run.model_uri}", f"eval.external=[{sets}]",
+             "cvc_clinicdb": make_centre(tmp_path / "c", pairs=PAIRS[:2])}
+    res = run_py("task=evaluate", f"model_uri={smoke_run.model_uri}",
+                 f"eval.external=[{{name: centre_b, root: '{roots['centre_b']}'}}]",
+                 "dataset=cvc_clinicdb", f"dataset.cvc_clinicdb.root={roots['cvc_clinicdb']}",
                  "eval.plots=false", "tracking.experiment=external",
                  f"hydra.run.dir={tmp_path}/out", env=cli_env(uri=smoke_run.uri))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -169,7 +190,7 @@ def test_evaluate_logs_one_linked_run_per_set(tmp_path, smoke_run):
     client = mlflow.MlflowClient(smoke_run.uri)
     exp = client.get_experiment_by_name("external")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"external centre_b", "external centre_c"}
+    assert set(runs) == {"external centre_b", "external cvc_clinicdb"}
     for name, root in roots.items():
         run = runs[f"external {name}"]
         assert run.data.tags["segkit.dataset"] == name

@@ -1,5 +1,6 @@
-"""External test sets (``eval.external``): any folder of ``images/`` + ``masks/`` from another
-centre (CVC-ClinicDB, ETIS-Larib, ...), every pair a test image, scored at its own resolution.
+"""External test sets (``eval.external`` and the ``dataset`` group): any folder of ``images/``
++ ``masks/`` from another centre (CVC-ClinicDB, ETIS-Larib, ...), every pair a test image,
+scored at its own resolution.
 
 No split files; images and masks are paired by file stem (segkit.data.dataset.discover: an
 unpaired or doubled file is one DataError listing them all), may have any size and any of
@@ -49,8 +50,7 @@ class ExternalData:
         return [s.name for s in self.samples]
 
 
-def _entry(i: int, entry: Any) -> ExternalSet:
-    key = f"eval.external[{i}]"
+def _entry(key: str, entry: Any) -> ExternalSet:
     if not isinstance(entry, Mapping) or set(entry) != set(KEYS):
         raise ConfigError(f"{key}={entry!r} must be {{name: NAME, root: /path/to/folder}} "
                           "(a folder holding images/ and masks/)")
@@ -61,7 +61,7 @@ def _entry(i: int, entry: Any) -> ExternalSet:
     missing = [sub for sub in ("images", "masks") if not (root / sub).is_dir()]
     if missing:
         raise ConfigError(f"{key}.root={str(root)!r} ({name}) has no {' or '.join(missing)}/ "
-                          "folder: give the folder holding images/ and masks/")
+                          f"folder: set {key}.root to the folder holding images/ and masks/")
     try:
         discover(root)  # pairs by stem; lists every unpaired or doubled file
     except DataError as exc:
@@ -69,19 +69,26 @@ def _entry(i: int, entry: Any) -> ExternalSet:
     return ExternalSet(name, root)
 
 
-def external_sets(entries: Sequence[Any] | None) -> list[ExternalSet]:
-    """The checked ``eval.external`` list: each entry ``{name, root}``, names unique, each root
-    a folder whose images and masks pair up. ConfigError (one line) otherwise."""
+def external_sets(entries: Sequence[Any] | None,
+                  datasets: Mapping[str, Any] | None = None) -> list[ExternalSet]:
+    """The checked external sets: the ``eval.external`` list (entries ``{name, root}``) and
+    the ``dataset`` group's selections (``{name: {root}}``, conf/dataset/), names unique, each
+    root a folder whose images and masks pair up. ConfigError (one line) otherwise."""
     if entries is None:
-        return []
+        entries = []
     if isinstance(entries, (str, Mapping)) or not isinstance(entries, Sequence):
         raise ConfigError(f"eval.external={entries!r} must be a list of "
                           "{name: NAME, root: /path} entries ([] for none)")
-    sets = [_entry(i, e) for i, e in enumerate(entries)]
+    sets = [_entry(f"eval.external[{i}]", e) for i, e in enumerate(entries)]
+    for name, entry in (datasets or {}).items():
+        if not isinstance(entry, Mapping) or set(entry) != {"root"}:
+            raise ConfigError(f"dataset.{name}={entry!r} must be {{root: /path/to/folder}} "
+                              f"(see conf/dataset/)")
+        sets.append(_entry(f"dataset.{name}", {"name": name, "root": entry["root"]}))
     names = [s.name for s in sets]
     if doubled := sorted({n for n in names if names.count(n) > 1}):
-        raise ConfigError(f"eval.external: the name(s) {', '.join(doubled)} appear twice: "
-                          "each external set needs its own name")
+        raise ConfigError(f"eval.external / dataset: the name(s) {', '.join(doubled)} appear "
+                          "twice: each external set needs its own name")
     return sets
 
 

@@ -32,6 +32,12 @@ def test_presets_compose(compose_cfg):
     ref = compose_cfg("experiment=reference")
     assert (ref.trainer.epochs, ref.trainer.batch_size, ref.optimizer.lr) == (30, 8, 1e-3)
     assert ref.callbacks.early_stopping.enabled and ref.loss.name == "bce"
+    best, epochs = compose_cfg("experiment=cpu_best"), compose_cfg("experiment=cpu_best_epochs")
+    assert (best.trainer.max_minutes, best.schedule.over) == (60, "time")
+    assert (epochs.trainer.epochs, epochs.trainer.max_minutes, epochs.schedule.over) == (
+        50, None, "epochs")
+    for key in ("model", "loss", "optimizer", "augment", "data", "split", "eval"):
+        assert epochs[key] == best[key], key  # the same recipe, only the budget differs
     smoke = compose_cfg("debug=smoke")
     validate(smoke)
     assert smoke.data.image_size == 64 and smoke.trainer.epochs <= 2

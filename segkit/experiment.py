@@ -48,7 +48,7 @@ from segkit.optimizers import build_optimizer
 from segkit.precision import resolve_precision
 from segkit.progress import Progress
 from segkit.registry import plain
-from segkit.runtimes import KerasPredictor, Predictor
+from segkit.runtimes import KerasPredictor, ModelError, Predictor, load_keras
 from segkit.schedules import build_schedule
 from segkit.search.pruning import search_callbacks
 from segkit.summary import print_run_summary
@@ -343,7 +343,7 @@ def train(cfg: DictConfig, *, root: Path, run_dir: Path, hydra_dir: Path | None 
                 export_trained(cfg.export, model, data.images["test"], run_dir,
                                model_uri=str(state.state.get("model_uri", "")),
                                threshold=metrics.get("val_best_threshold"))
-        with run.phase("external"):  # eval.external: one child run per set
+        with run.phase("external"):  # eval.external, dataset=: one child run per set
             external.score_external(cfg, model, run_dir, source_run_id=run.run_id,
                                     source_model_uri=str(state.state.get("model_uri", "")))
         return objective(cfg, metrics, run.run_id)
@@ -371,12 +371,9 @@ def load_for_evaluation(model_uri: str | Sequence[str]) -> Predictor:
     members = []
     for uri in model_uris(model_uri):
         try:
-            model = mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})
-        except Exception as exc:  # MLflow raises several types for a bad URI
-            raise ConfigError(f"model_uri={uri!r} could not be loaded ({exc}): "
-                              "use runs:/<run_id>/model, models:/<name>/<version> or a path"
-                              ) from exc
-        members.append(KerasPredictor(model))
+            members.append(KerasPredictor(load_keras(uri)))
+        except ModelError as exc:  # the key to fix, with the loader's own reason
+            raise ConfigError(f"model_uri: {exc}") from exc
     return ensemble.combine(members, model_uris(model_uri))
 
 
@@ -403,7 +400,7 @@ def evaluate_saved(cfg: DictConfig, *, root: Path, run_dir: Path,
     keras.utils.set_random_seed(cfg.seed)
     uris = model_uris(cfg.model_uri)
     source = tracking.source_run_id(uris[0]) if len(uris) == 1 else None  # an ensemble: none
-    if cfg.eval.external:  # only the external sets, one run each
+    if cfg.eval.external or cfg.get("dataset"):  # only the external sets, one run each
         scored = external.score_external(cfg, model, run_dir,
                                          source_model_uri=", ".join(uris),
                                          source_run_id=source)

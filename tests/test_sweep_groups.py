@@ -36,7 +36,20 @@ def test_one_row_per_configuration_with_its_interval():
     assert (unet["test_mdice_min"], unet["test_mdice_max"]) == (0.80, 0.84)
     assert unet["val_mdice_mean"] == pytest.approx(0.81)
     line = format_groups([unet], "test_mdice")[0]
-    assert line.startswith("  model=unet: test_mdice 0.8200 ± 0.0200 over 3 run(s)")
+    assert line.startswith("  model=unet: test_mdice 0.8200 ± 0.0200 over 3 runs, 95% t "
+                           f"interval [{0.82 - half:.4f}, {0.82 + half:.4f}]")
+
+
+def test_a_configuration_with_one_run_has_no_spread():
+    """One finished run: its value, and no "± nan" or nan interval on the console."""
+    rows = [_row("model=unet seed=1", 0.80), _row("model=unet seed=2", 0.82),
+            _row("model=resunet seed=1", 0.85), _row("model=resunet seed=2", math.nan,
+                                                       "FAILED")]
+    groups = {g["configuration"]: g for g in group_rows(rows, ["model", "seed"])}
+    line = format_groups([groups["model=resunet"]], "test_mdice")[0]
+    assert line == ("  model=resunet: test_mdice 0.8500 from 1 run "
+                    "(no std or interval from one run)")
+    assert "nan" not in " ".join(format_groups(list(groups.values()), "test_mdice"))
 
 
 def test_no_groups_without_a_repeated_key():

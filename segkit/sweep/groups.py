@@ -66,6 +66,11 @@ def format_groups(groups: Sequence[dict], metric: str) -> list[str]:
     for g in groups:
         mean, std = g.get(f"{metric}_mean", math.nan), g.get(f"{metric}_std", math.nan)
         lo, hi = g.get(f"{metric}_ci_low", math.nan), g.get(f"{metric}_ci_high", math.nan)
+        n = int(g.get(f"{metric}_n", g["runs"]))
+        if not math.isfinite(std):  # one finished run: a value, no spread to report
+            lines.append(f"  {g['configuration']}: {metric} {mean:.4f} from {n} run "
+                         "(no std or interval from one run)")
+            continue
         lines.append(f"  {g['configuration']}: {metric} {mean:.4f} ± {std:.4f} over "
-                     f"{g['runs']} run(s), 95% t interval [{lo:.4f}, {hi:.4f}]")
+                     f"{n} runs, 95% t interval [{lo:.4f}, {hi:.4f}]")
     return lines

@@ -9,7 +9,9 @@ augmentation is done. Predictors take what the models take: float32 RGB in 0-255
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -176,18 +178,27 @@ def evaluate(
     hist = ScoreHistogram(bins)
     counts = np.zeros((len(images), len(thresholds), 4), np.int64)
     edges = np.full((len(images), 2), np.nan) if boundary is not None else None
-    for start, probs in predict_batches(model, images, batch_size, tta):
-        for i, prob in enumerate(probs, start):
-            if originals is None:
-                truth = masks[i, ..., 0] > 0
-            else:
-                truth = load_mask(originals[i].mask)[..., 0] > 0
-                prob = resize_probs(prob, truth.shape)
-            counts[i] = threshold_counts(prob[None], truth[None], thresholds)[0]
-            hist.update(prob, truth)
-            if boundary is not None and edges is not None:
-                edges[i] = _boundary_at_original(prob, boundary[0][i], threshold, boundary[1],
-                                                 truth if originals is not None else None)
+    # The boundary metrics of a batch run on a thread per core (Pillow's decode and resize,
+    # NumPy's large array operations and SciPy's k-d tree release the GIL), one batch at a
+    # time, so memory stays that of one batch.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start, probs in predict_batches(model, images, batch_size, tta):
+            jobs = []
+            for i, prob in enumerate(probs, start):
+                if originals is None:
+                    truth = masks[i, ..., 0] > 0
+                else:
+                    truth = load_mask(originals[i].mask)[..., 0] > 0
+                    prob = resize_probs(prob, truth.shape)
+                counts[i] = threshold_counts(prob[None], truth[None], thresholds)[0]
+                hist.update(prob, truth)
+                if boundary is not None and edges is not None:
+                    jobs.append((i, pool.submit(_boundary_at_original, prob, boundary[0][i],
+                                                threshold, boundary[1],
+                                                truth if originals is not None else None)))
+            for i, job in jobs:
+                if edges is not None:
+                    edges[i] = job.result()
     return Evaluation(split, list(names), thresholds, counts, hist, threshold, edges)
 
 

@@ -21,7 +21,7 @@ from benchmarks.common.ledger import Ledger
 from benchmarks.common.machine import parse_cpuinfo, peak_flops
 from benchmarks.common.markdown import render_markdown
 from benchmarks.common.timing import rotate, steady_step_s
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")

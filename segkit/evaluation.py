@@ -151,20 +151,10 @@ def grid(threshold: float) -> np.ndarray:
     return np.unique(np.round(np.append(THRESHOLDS, threshold), 6))
 
 
-def evaluate(
-    model: keras.Model | Predictor,
-    images: np.ndarray,
-    masks: np.ndarray,
-    names: Sequence[str],
-    *,
-    split: str,
-    threshold: float = 0.5,
-    batch_size: int = 8,
-    bins: int = 1000,
-    originals: Sequence[Sample] | None = None,
-    tta: bool = False,
-    boundary: tuple[Sequence[Sample], float] | None = None,
-) -> Evaluation:
+def evaluate(model: keras.Model | Predictor, images: np.ndarray, masks: np.ndarray,
+             names: Sequence[str], *, split: str, threshold: float = 0.5, batch_size: int = 8,
+             bins: int = 1000, originals: Sequence[Sample] | None = None, tta: bool = False,
+             boundary: tuple[Sequence[Sample], float] | None = None) -> Evaluation:
     """Predict ``images`` (uint8, model size) in batches with ``model`` (a predictor or a
     Keras model) and score them.
 
@@ -177,7 +167,7 @@ def evaluate(
     thresholds = grid(threshold)
     hist = ScoreHistogram(bins)
     counts = np.zeros((len(images), len(thresholds), 4), np.int64)
-    edges = np.full((len(images), 2), np.nan) if boundary is not None else None
+    edges = np.full((len(images), 2), np.nan)
     # The boundary metrics of a batch run on a thread per core (Pillow's decode and resize,
     # NumPy's large array operations and SciPy's k-d tree release the GIL), one batch at a
     # time, so memory stays that of one batch.
@@ -185,21 +175,28 @@ def evaluate(
         for start, probs in predict_batches(model, images, batch_size, tta):
             jobs = []
             for i, prob in enumerate(probs, start):
-                if originals is None:
-                    truth = masks[i, ..., 0] > 0
-                else:
-                    truth = load_mask(originals[i].mask)[..., 0] > 0
-                    prob = resize_probs(prob, truth.shape)
+                original = originals[i] if originals is not None else None
+                prob, truth = _at_scoring_size(prob, masks[i], original)
                 counts[i] = threshold_counts(prob[None], truth[None], thresholds)[0]
                 hist.update(prob, truth)
-                if boundary is not None and edges is not None:
+                if boundary is not None:  # the original mask, when already read
+                    read = truth if original is not None else None
                     jobs.append((i, pool.submit(_boundary_at_original, prob, boundary[0][i],
-                                                threshold, boundary[1],
-                                                truth if originals is not None else None)))
+                                                threshold, boundary[1], read)))
             for i, job in jobs:
-                if edges is not None:
-                    edges[i] = job.result()
-    return Evaluation(split, list(names), thresholds, counts, hist, threshold, edges)
+                edges[i] = job.result()
+    return Evaluation(split, list(names), thresholds, counts, hist, threshold,
+                      edges if boundary is not None else None)
+
+
+def _at_scoring_size(prob: np.ndarray, mask: np.ndarray, original: Sample | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, boolean truth) at the model's size, or at the image's own resolution
+    when its ``original`` sample is given (the original mask read, the probabilities resized)."""
+    if original is None:
+        return prob, mask[..., 0] > 0
+    truth = load_mask(original.mask)[..., 0] > 0
+    return resize_probs(prob, truth.shape), truth
 
 
 def _boundary_at_original(prob: np.ndarray, sample: Sample, threshold: float, tau: float,

@@ -55,19 +55,18 @@ def command(args: argparse.Namespace, work: Path, name: str, *extra: str,
             f"hydra.sweeper.study_dir={work}/studies-{name}", *extra]
 
 
-def pruner_defaults() -> str:
+def sweeper_defaults():
+    """``hydra.sweeper`` of conf/hparams_search/optuna.yaml: the defaults the search runs with."""
     from omegaconf import OmegaConf
 
-    p = OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper.pruner
+    return OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper
+
+
+def pruner_defaults() -> str:
+    p = sweeper_defaults().pruner
     return (f"median: {p.n_startup_trials} startup trials, from epoch {p.n_warmup_steps}; "
             f"halving and hyperband: first rung at epoch {p.min_resource}, reduction factor "
             f"{p.reduction_factor}")
-
-
-def monitor_default() -> str:
-    from omegaconf import OmegaConf
-
-    return str(OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper.monitor)
 
 
 def run(cmd: list[str], log: Path) -> tuple[int, float]:
@@ -119,8 +118,7 @@ def replay(trials: list, name: str, changes: dict) -> dict:
 
     from segkit.search.study import build_pruner
 
-    conf = OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper.pruner
-    settings = {**OmegaConf.to_container(conf), "name": name, **changes}
+    settings = {**OmegaConf.to_container(sweeper_defaults().pruner), "name": name, **changes}
     study = optuna.create_study(study_name="replay", direction="maximize",  # fixed: hyperband
                                 pruner=build_pruner(settings))
     epochs, pruned, best = 0, 0, None
@@ -282,7 +280,7 @@ def main() -> None:
     res: dict = {"setup": f"{args.trials} trials x {args.epochs} epochs, {args.size} px, "
                           f"{args.limit} training images, U-Net depth 3, {args.sampler} sampler "
                           f"seed {args.seed}, pruner {args.pruner} at its defaults "
-                          f"({pruner_defaults()}), monitor {monitor_default()}",
+                          f"({pruner_defaults()}), monitor {sweeper_defaults().monitor}",
                  "pruner": args.pruner, "sampler": args.sampler, "searches": {}}
     for pruner in ("none", args.pruner):
         rc, seconds = run(command(args, work, pruner, f"hydra.sweeper.pruner.name={pruner}"),

@@ -117,7 +117,7 @@ def score(model: keras.Model | Predictor, data: Prepared,
         full = evaluate(model, data.images["test"], data.masks["test"], data.names("test"),
                         split=f"{data.split.name}/test (original resolution)",
                         threshold=chosen, batch_size=ev.batch_size, bins=ev.bins,
-                        originals=[data.samples[n] for n in data.names("test")], tta=ev.tta)
+                        originals=samples, tta=ev.tta)
         metrics.update({f"test_fullres_{k}": v for k, v in full.metrics.items()})
     return results, chosen, metrics
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from segkit.boundary import boundary_from_probs, boundary_scores
-from segkit.data.dataset import Sample, load_mask
+from segkit.data.dataset import Sample, load_truth
 from segkit.metrics import (
     THRESHOLDS,
     ScoreHistogram,
@@ -195,7 +195,7 @@ def _at_scoring_size(prob: np.ndarray, mask: np.ndarray, original: Sample | None
     when its ``original`` sample is given (the original mask read, the probabilities resized)."""
     if original is None:
         return prob, mask[..., 0] > 0
-    truth = load_mask(original.mask)[..., 0] > 0
+    truth = load_truth(original.mask)
     return resize_probs(prob, truth.shape), truth
 
 
@@ -204,5 +204,5 @@ def _boundary_at_original(prob: np.ndarray, sample: Sample, threshold: float, ta
     """HD95 and NSD of one prediction at its image's original resolution (``truth``: the
     original mask when already read)."""
     if truth is None:  # resizes only the box that can hold foreground (same values)
-        return boundary_from_probs(prob, load_mask(sample.mask)[..., 0] > 0, threshold, tau)
+        return boundary_from_probs(prob, load_truth(sample.mask), threshold, tau)
     return boundary_scores(prob >= threshold, truth, tau)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from segkit.data.cache import load_arrays
-from segkit.data.dataset import DataError, decode_all, discover, load_mask
+from segkit.data.dataset import DataError, decode_all, discover, load_mask, load_truth
 from tests.helpers import write_pair
 
 
@@ -60,6 +60,23 @@ def test_mask_threshold_at_128(tmp_path):
     out = load_mask(tmp_path / "m.png")
     assert out.shape == (2, 4, 1) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[..., 0], [[0, 0, 0, 1], [1, 1, 1, 0]])
+
+
+def test_rgb_jpeg_masks_decode_as_luma_with_the_same_truth(real_root, tmp_path):
+    # Original-size masks decode to the JPEG's luma channel (no colour conversion): the truth
+    # is that of RGB -> "L" -> >= 128, on real Kvasir-SEG masks (RGB JPEGs) and on an RGB
+    # JPEG with anti-aliased grey edges.
+    ramp = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)
+    Image.fromarray(np.stack([ramp] * 3, -1)).save(tmp_path / "edge.jpg", quality=75)
+    paths = sorted((real_root / "masks").glob("*.jpg"))[:6] + [tmp_path / "edge.jpg"]
+    for path in paths:
+        with Image.open(path) as im:
+            assert im.mode == "RGB"
+            expected = np.asarray(im.convert("L")) >= 128
+        truth = load_truth(path)
+        assert truth.dtype == bool and truth.shape == expected.shape
+        assert (truth != expected).sum() <= expected.size * 1e-3  # JPEG rounding at 127/128
+        np.testing.assert_array_equal(load_mask(path)[..., 0], truth)
 
 
 def test_decode_resizes_and_binarizes(synthetic_root):

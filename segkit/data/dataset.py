@@ -154,15 +154,19 @@ def _grey8(mk: Image.Image) -> Image.Image:
     return mk.convert("L")
 
 
-def _mask_grey(path: Path, size: int | None) -> tuple[np.ndarray, float]:
-    """8-bit grey levels of a mask, resized if asked, and the share of non-binary levels."""
+def _mask_grey(path: Path, size: int | None, ambiguity: bool = True) -> tuple[np.ndarray, float]:
+    """8-bit grey levels of a mask, resized if asked, and the share of non-binary levels
+    (NaN when ``ambiguity`` is false: not measured). An RGB JPEG decodes to its luma
+    channel directly (Pillow's draft "L": no colour conversion, a third of the time), the
+    same grey levels as RGB -> "L" to within JPEG rounding (identical on Kvasir-SEG's masks)."""
     with Image.open(path) as opened:
-        if size is not None:
-            opened.draft("L", (size, size))
+        opened.draft("L", (size, size) if size is not None else opened.size)
         mk = _grey8(opened)
         grey = np.asarray(mk)
-        lo, hi = AMBIGUOUS_RANGE
-        ambiguous = float(((grey >= lo) & (grey <= hi)).mean()) if grey.size else 0.0
+        ambiguous = float("nan")
+        if ambiguity:
+            lo, hi = AMBIGUOUS_RANGE
+            ambiguous = float(((grey >= lo) & (grey <= hi)).mean()) if grey.size else 0.0
         if size is not None and mk.size != (size, size):
             grey = np.asarray(mk.resize((size, size), Image.Resampling.BILINEAR))
         return grey, ambiguous
@@ -170,8 +174,13 @@ def _mask_grey(path: Path, size: int | None) -> tuple[np.ndarray, float]:
 
 def load_mask(path: Path, size: int | None = None) -> np.ndarray:
     """Decode a mask to {0,1} uint8 (H, W, 1): grey levels resized bilinearly, then >= 128."""
-    grey, _ = _mask_grey(path, size)
-    return (grey >= MASK_THRESHOLD).astype(np.uint8)[..., None]
+    return load_truth(path, size).astype(np.uint8)[..., None]
+
+
+def load_truth(path: Path, size: int | None = None) -> np.ndarray:
+    """A mask as booleans (H, W): what scoring compares with (see :func:`load_mask`)."""
+    grey, _ = _mask_grey(path, size, ambiguity=False)
+    return grey >= MASK_THRESHOLD
 
 
 def decode_all(

@@ -50,12 +50,14 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 
 def summarize_group(values: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """Mean, std (n-1), min, max and the t interval of one metric over a group of runs."""
+    """Mean, std (n-1), median, min, max and the t interval of one metric over a group of
+    runs (the median: a bar stated on the median of seeds, e.g. RESULTS.md's, reads it)."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     lo, hi = t_interval(x, level)
     return {"n": float(x.size), "mean": float(x.mean()) if x.size else float("nan"),
             "std": float(x.std(ddof=1)) if x.size > 1 else float("nan"),
+            "median": float(np.median(x)) if x.size else float("nan"),
             "min": float(x.min()) if x.size else float("nan"),
             "max": float(x.max()) if x.size else float("nan"), "ci_low": lo, "ci_high": hi}
 

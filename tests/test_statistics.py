@@ -31,6 +31,8 @@ def test_t_interval_by_hand():
     g = summarize_group(x)
     assert (g["n"], g["min"], g["max"]) == (3.0, 0.80, 0.84)
     assert g["mean"] == pytest.approx(0.82) and g["std"] == pytest.approx(0.02)
+    median = summarize_group(np.array([0.9, 0.8, 0.7, 0.75, np.nan]))["median"]
+    assert median == pytest.approx(0.775)  # NaN (a failed run) left out
 
 
 def test_paired_comparison_counts_and_matches_scipys_wilcoxon():

@@ -34,10 +34,11 @@ def test_one_row_per_configuration_with_its_interval():
     assert (unet["test_mdice_ci_low"], unet["test_mdice_ci_high"]) == pytest.approx(
         (0.82 - half, 0.82 + half))
     assert (unet["test_mdice_min"], unet["test_mdice_max"]) == (0.80, 0.84)
+    assert unet["test_mdice_median"] == 0.82 and resunet["test_mdice_median"] == pytest.approx(0.86)
     assert unet["val_mdice_mean"] == pytest.approx(0.81)
     line = format_groups([unet], "test_mdice")[0]
     assert line.startswith("  model=unet: test_mdice 0.8200 ± 0.0200 over 3 runs, 95% t "
-                           f"interval [{0.82 - half:.4f}, {0.82 + half:.4f}]")
+                           f"interval [{0.82 - half:.4f}, {0.82 + half:.4f}], median 0.8200")
 
 
 def test_a_configuration_with_one_run_has_no_spread():

@@ -1,6 +1,6 @@
 """Repeats within a sweep: jobs whose overrides differ only in ``seed`` and/or
-``split.fold`` form a group (one configuration), summarised by the mean, std, min, max and
-a 95% Student-t interval of every test and validation metric across its runs.
+``split.fold`` form a group (one configuration), summarised by the mean, std, median, min,
+max and a 95% Student-t interval of every test and validation metric across its runs.
 
 ``-m seed=1,2,3`` is one group; ``-m model=unet,resunet seed=1,2,3`` gives one row per
 model, which answers "which model, and by how much".
@@ -16,7 +16,7 @@ import numpy as np
 from segkit.statistics import summarize_group
 
 REPEAT_KEYS = ("seed", "split.fold")  # what varies within a group
-STATS = ("n", "mean", "std", "min", "max", "ci_low", "ci_high")
+STATS = ("n", "mean", "std", "median", "min", "max", "ci_low", "ci_high")
 
 
 def group_key(overrides: str) -> str:
@@ -72,5 +72,6 @@ def format_groups(groups: Sequence[dict], metric: str) -> list[str]:
                          "(no std or interval from one run)")
             continue
         lines.append(f"  {g['configuration']}: {metric} {mean:.4f} ± {std:.4f} over "
-                     f"{n} runs, 95% t interval [{lo:.4f}, {hi:.4f}]")
+                     f"{n} runs, 95% t interval [{lo:.4f}, {hi:.4f}], median "
+                     f"{g.get(f'{metric}_median', math.nan):.4f}")
     return lines

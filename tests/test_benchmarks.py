@@ -356,3 +356,21 @@ def test_accelerator_summary_medians_and_speedups():
     assert text.startswith("`python benchmarks/accelerator.py` on **GPU X**")
     assert "| reference (1.9 M) | 256 | 8 | mixed_bfloat16 | 400 | 2.00 | 1500 (64) | 1.50 |" \
         in text
+
+
+def test_run_summary_groups_repeats_by_hand():
+    """benchmarks/run_summary.py: several runs of one preset (seeds) summarised as a group;
+    a figure one run lacks is left out of that figure's statistics."""
+    from benchmarks.run_summary import group
+
+    rows = [{"test_mdice": 0.80, "test_mhd95": 30.0}, {"test_mdice": 0.86, "test_mhd95": None},
+            {"test_mdice": 0.83, "test_mhd95": 20.0}]
+    g = group(rows)
+    assert set(g) == {"test_mdice", "test_mhd95"}
+    assert g["test_mdice"]["median"] == 0.83 and g["test_mdice"]["n"] == 3.0
+    assert g["test_mdice"]["mean"] == pytest.approx(0.83)
+    assert g["test_mdice"]["std"] == pytest.approx(0.03)  # deviations -0.03, +0.03, 0
+    half = 4.302653 * 0.03 / 3 ** 0.5  # t(0.975, 2 df)
+    assert (g["test_mdice"]["ci_low"], g["test_mdice"]["ci_high"]) == pytest.approx(
+        (0.83 - half, 0.83 + half), abs=1e-6)
+    assert (g["test_mhd95"]["n"], g["test_mhd95"]["median"]) == (2.0, 25.0)

@@ -96,7 +96,7 @@ def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
     c = commands.add_parser(
         "compare", help="is model B better than model A on the same test images?",
         description="Pair two runs' per-image test scores (evaluation/test_per_image.csv) "
-                    "image by image: mean difference B - A with a 95%% bootstrap interval, "
+                    "image by image: mean difference B - A with a 95% bootstrap interval, "
                     "the Wilcoxon signed-rank p-value, wins/ties/losses and a figure; "
                     "printed, written to --output and logged as an MLflow run. A side is a "
                     "run id, a model URI, or several joined by commas (a group: their mean "

@@ -7,24 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Job, cli_env, run_py
+from tests.helpers import Job, cli_env, run_py
 
 pytestmark = pytest.mark.e2e  # each test starts run.py
 
 
-def _run(tmp_path: Path, *args: str, conf_file: tuple[str, str] | None = None):
-    """run.py with ``args``; ``conf_file`` = (path under conf/, text) is written for the
-    run and removed afterwards."""
-    written = None
-    if conf_file is not None:
-        written = ROOT / "conf" / conf_file[0]
-        written.write_text(conf_file[1])
-    try:
-        return run_py(*args, "data.root=/nonexistent", f"hydra.run.dir={tmp_path}/out",
-                      env=cli_env(uri=f"sqlite:///{tmp_path}/never.db"), timeout=120)
-    finally:
-        if written is not None:
-            written.unlink()
+def _run(tmp_path: Path, *args: str, **kw):
+    """run.py with ``args``, data and store pointing nowhere."""
+    return run_py(*args, "data.root=/nonexistent", f"hydra.run.dir={tmp_path}/out",
+                  env=cli_env(uri=f"sqlite:///{tmp_path}/never.db"), timeout=120, **kw)
 
 
 MISTAKES = [
@@ -67,9 +58,14 @@ def test_config_mistakes_are_one_line_and_exit_2(mistake_jobs, args, expected):
 
 
 def test_a_broken_yaml_file_names_its_line_and_column(tmp_path):
+    """The broken file lives in a config folder of the test's own (on Hydra's search path,
+    named relative to the working folder as conf/ is), not in the checkout's conf/, where
+    other tests running beside it would compose it."""
+    extra = tmp_path / "conf" / "experiment"
+    extra.mkdir(parents=True)
+    (extra / "broken_by_test.yaml").write_text("model:\n  depth: [1, 2\n  filters: 3\n")
     res = _run(tmp_path, "experiment=broken_by_test",
-               conf_file=("experiment/broken_by_test.yaml", "model:\n  depth: [1, 2\n"
-                          "  filters: 3\n"))
+               f"hydra.searchpath=[file://{tmp_path / 'conf'}]", cwd=tmp_path)
     assert res.returncode == 2
     out = (res.stdout + res.stderr).strip().splitlines()
     assert out == ["error: conf/experiment/broken_by_test.yaml:3:10: YAML syntax error: "

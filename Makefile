@@ -28,7 +28,7 @@ train: install  ## train + evaluate with the default config (add ARGS="model.fil
 smoke: install  ## a tiny end-to-end run (seconds)
 	$(PY) run.py debug=smoke $(ARGS)
 
-# 2 workers: 862 -> 686 s for the suite on the 2-core machine (its subprocesses' starts overlap)
+# 2 workers: the suite's subprocesses (run.py, training, servers) overlap on 2 cores
 test: install  ## the whole suite, both lanes (what CI runs), on 2 pytest-xdist workers
 	$(PY) -m pytest -q -n 2
 

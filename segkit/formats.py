@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segkit.errors import ConfigError
+from segkit.precision import float32_copy
 
 if TYPE_CHECKING:
     import keras
@@ -86,8 +87,8 @@ def files_of(path: Path, fmt: str) -> list[Path]:
 
 
 def write(model: keras.Model, fmt: str, path: Path | str) -> Path:
-    """Export ``model`` as ``fmt`` to ``path`` (replacing what is there) with Keras'
-    ``model.export``; return the path written."""
+    """Export ``model``, computing in float32, as ``fmt`` to ``path`` (replacing what is
+    there) with Keras' ``model.export``; return the path written."""
     check_format(fmt)
     for module in _NEEDS[fmt]:
         require(module, f"exporting to {fmt}")
@@ -98,6 +99,7 @@ def write(model: keras.Model, fmt: str, path: Path | str) -> Path:
             shutil.rmtree(old)
         elif old.exists():
             old.unlink()
+    model = float32_copy(model)  # a mixed-precision graph does not convert (see there)
     _call_once(model)
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its per-step INFO lines
     with warnings.catch_warnings():  # tf2onnx's probe of np.object, not the user's concern

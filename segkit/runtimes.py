@@ -30,6 +30,7 @@ import numpy as np
 
 from segkit.errors import ConfigError, SegkitError
 from segkit.formats import DEPLOY_EXTRA, format_of, require, write
+from segkit.precision import float32_copy
 
 if TYPE_CHECKING:
     import keras
@@ -78,7 +79,8 @@ def _square_side(shape: Any, what: str) -> int:
 
 @dataclass
 class KerasPredictor:
-    """TensorFlow through a Keras model; ``jit_compile`` runs it with XLA."""
+    """TensorFlow through a Keras model, computing in float32 whatever policy it trained
+    under (:func:`~segkit.precision.float32_copy`); ``jit_compile`` runs it with XLA."""
 
     model: keras.Model
     jit_compile: bool = False
@@ -86,6 +88,7 @@ class KerasPredictor:
     input_size: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.model = float32_copy(self.model)  # the same probabilities on any machine
         self.input_size = _square_side(self.model.input_shape, self.model.name)
         if self.jit_compile:
             self.model.jit_compile = True

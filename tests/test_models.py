@@ -19,6 +19,7 @@ from segkit.models import (
     build_resunet,
     build_unet,
 )
+from segkit.precision import float32_copy
 from tests.helpers import ROOT, random_data
 
 BUILDERS = {name: MODELS.get(name).build_fn() for name in MODELS}
@@ -128,6 +129,27 @@ def test_float32_probabilities_under_bf16_policy(variant):
     out = model(_images())
     assert out.shape == (2, 32, 32, 1) and out.dtype == "float32"
     assert float(np.min(out)) >= 0.0 and float(np.max(out)) <= 1.0
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_float32_copy_of_a_bf16_model_computes_the_float32_models_output(variant):
+    """Inference and exports run on float32_copy: every layer float32, the same weights, and
+    the float32 build's output given those weights (a bf16 call differs by ~1e-3)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = _build(variant)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    float32 = _build(variant)
+    float32.set_weights(mixed.get_weights())
+    copy = float32_copy(mixed)
+    assert {layer.dtype_policy.name for layer in copy._flatten_layers()} == {"float32"}
+    assert copy.count_params() == mixed.count_params() and copy.name == mixed.name
+    x = _images()
+    np.testing.assert_allclose(copy(x), float32(x), atol=1e-6)
+    assert np.abs(np.asarray(mixed(x)) - np.asarray(float32(x))).max() > 1e-5
+    assert float32_copy(float32) is float32  # already float32: no copy
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

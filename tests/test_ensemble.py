@@ -18,6 +18,7 @@ from segkit.errors import ConfigError
 from segkit.evaluation import resize_probs
 from segkit.metric_names import internal
 from segkit.models import build_unet
+from segkit.precision import float32_copy
 from tests.helpers import SMOKE_ARGS, cli_env, run_py, segkit_cli
 from tests.helpers.tracking import fresh_store, tracking_uri
 
@@ -88,7 +89,8 @@ def second(smoke_run, tmp_path_factory):
         for model in (smoke, other):
             with mlflow.start_run(experiment_id=experiment):  # not a global active one
                 uris.append(log_model(model, np.zeros((1, size, size, 3), np.float32)))
-    return {"file": tmp / "other.keras", "models": (smoke, other), "store": uri,
+    # the references: segkit's inference, float32 whatever policy the smoke run trained in
+    return {"file": tmp / "other.keras", "models": (float32_copy(smoke), other), "store": uri,
             "uris": uris, "size": size}
 
 

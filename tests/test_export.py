@@ -91,16 +91,11 @@ def test_a_bf16_model_exports_in_float32(fmt, tmp_path):
     """A model trained under mixed_bfloat16 (precision=auto on a CPU with bf16 units):
     tf2onnx wrote a graph ONNX Runtime and OpenVINO refused (bf16 beside float16 casts).
     The export computes in float32 and matches segkit's own (float32) inference."""
-    import keras
-
     from segkit.models import build_unet
+    from tests.helpers.policy import dtype_policy
 
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         model = build_unet(image_size=32, depth=2, filters=4)
-    finally:
-        keras.config.set_dtype_policy(previous)
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     result = export_model(model, fmt, tmp_path / "model", images=x)
     got = open_predictor(result.path, FORMATS[fmt])(x)

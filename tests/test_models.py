@@ -21,6 +21,7 @@ from segkit.models import (
 )
 from segkit.precision import float32_copy
 from tests.helpers import ROOT, random_data
+from tests.helpers.policy import dtype_policy
 
 BUILDERS = {name: MODELS.get(name).build_fn() for name in MODELS}
 
@@ -44,12 +45,8 @@ def test_filters_double_per_level_and_bilinear_option():
 
 
 def test_output_is_float32_probability_under_bf16_policy():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         model = build_unet(image_size=16, depth=2, filters=2)
-    finally:
-        keras.config.set_dtype_policy(previous)
     assert model.get_layer("enc0_conv1").compute_dtype == "bfloat16"
     out = model(np.full((1, 16, 16, 3), 255.0, np.float32))
     assert out.dtype == "float32"
@@ -118,12 +115,8 @@ def test_every_conf_model_composes_and_builds(compose_cfg):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_float32_probabilities_under_bf16_policy(variant):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         model = _build(variant)
-    finally:
-        keras.config.set_dtype_policy(previous)
     assert model.input_shape == (None, 32, 32, 3)
     assert model.get_layer("dec0_conv1").compute_dtype == "bfloat16"
     out = model(_images())
@@ -135,12 +128,8 @@ def test_float32_probabilities_under_bf16_policy(variant):
 def test_float32_copy_of_a_bf16_model_computes_the_float32_models_output(variant):
     """Inference and exports run on float32_copy: every layer float32, the same weights, and
     the float32 build's output given those weights (a bf16 call differs by ~1e-3)."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         mixed = _build(variant)
-    finally:
-        keras.config.set_dtype_policy(previous)
     float32 = _build(variant)
     float32.set_weights(mixed.get_weights())
     copy = float32_copy(mixed)

@@ -194,6 +194,7 @@ def export_model(model: keras.Model, fmt: str, output: Path | str, *, images: np
     limits = limits or default_limits(quantize)
     path = output_path(Path(output), fmt)
     reference = KerasPredictor(model)
+    model = reference.model  # its float32 copy: what write() would make again otherwise
     if quantize:
         if calibration is None:
             raise ConfigError("--quantize int8 needs calibration images")

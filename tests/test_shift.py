@@ -1,5 +1,5 @@
-"""Centre-shift robustness: the augment=shift preset (albumentations from YAML, checked like
-the others) and benchmarks/shift_eval.py's fixed, seeded corruptions."""
+"""Centre-shift robustness: the augment=shift and shift_mild presets (albumentations from
+YAML, checked like the others) and benchmarks/shift_eval.py's fixed, seeded corruptions."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from segkit.config import validate
 from tests.helpers import random_data
 
 
-def test_the_shift_preset_composes_validates_and_keeps_masks_binary(compose_cfg):
+@pytest.mark.parametrize("option", ["shift", "shift_mild"])
+def test_the_shift_presets_compose_validate_and_keep_masks_binary(compose_cfg, option):
     from segkit.data.augment import build_compose
 
-    cfg = compose_cfg("augment=shift")
+    cfg = compose_cfg(f"augment={option}")
     validate(cfg)
     names = [t["name"] for t in cfg.augment.transforms]
     for wanted in ("HueSaturationValue", "RandomGamma", "Affine", "Downscale",

@@ -1,8 +1,9 @@
 """The augmentation registry: ``augment.name`` -> options (checked here) -> the tf.data map
 function that applies it (built by ``segkit.data.pipeline.make_dataset``).
 
-``none`` and ``flips`` are built in (tf.image); ``light``, ``strong`` and ``shift`` (a change
-of centre: colour, illumination, scale, blur, resolution, JPEG quality) are albumentations
+``none`` and ``flips`` are built in (tf.image); ``light``, ``strong``, ``shift`` (a change
+of centre: colour, illumination, scale, blur, resolution, JPEG quality) and ``shift_mild``
+(the same changes, about half as often, light's affine jitter) are albumentations
 transforms declared in their YAML's ``transforms`` list (``segkit.data.augment``). This module
 imports neither TensorFlow nor albumentations until a check or a build needs them.
 """
@@ -26,6 +27,7 @@ class BuiltinOptions:
 
 
 # stacked decorators run bottom-up: listed here in reverse of the registry order
+@AUGMENTATIONS.register("shift_mild", "segkit.data.augment:tf_augment")
 @AUGMENTATIONS.register("shift", "segkit.data.augment:tf_augment")
 @AUGMENTATIONS.register("strong", "segkit.data.augment:tf_augment")
 @AUGMENTATIONS.register("light", "segkit.data.augment:tf_augment")

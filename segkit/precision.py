@@ -51,9 +51,9 @@ def resolve_precision(name: str) -> str:
 
 
 def float32_copy(model: keras.Model) -> keras.Model:
-    """``model`` itself when every layer computes in float32 (or it is not a Keras model);
-    else a copy whose layers all compute in float32, with the same weights (a mixed policy
-    keeps its variables in float32, so nothing is lost). Inference and exports run on it:
+    """``model`` itself when every layer computes in float32; else a copy whose layers all
+    compute in float32, with the same weights (a mixed policy keeps its variables in float32,
+    so nothing is lost). Inference and exports run on it:
     tf2onnx writes an ONNX graph mixing bf16 and float16 casts that ONNX Runtime and OpenVINO
     refuse, and a model trained on a CPU with bf16 units then scores the same on any machine.
     Keras' clone_model rebuilds the graph (nested models too); only the per-layer dtype is
@@ -63,8 +63,6 @@ def float32_copy(model: keras.Model) -> keras.Model:
     def is_float32(layer: keras.Layer) -> bool:
         return layer.dtype_policy.name == "float32"
 
-    if not isinstance(model, keras.Model):  # a stand-in with only predict_on_batch (tests)
-        return model
     if all(is_float32(layer) for layer in model._flatten_layers(include_self=True)):
         return model
 

@@ -2,6 +2,7 @@
 
 import logging
 
+import keras
 import numpy as np
 
 from segkit.console import _first_trace_of_a_new_model, _harmless
@@ -29,13 +30,14 @@ def test_only_the_predict_function_retracing_warning_is_dropped():
     assert _first_trace_of_a_new_model(_record("Skipping variable loading for optimizer"))
 
 
-class _CountingModel:
-    """Stands for a Keras model: records the batch shapes it was called with."""
+class _CountingModel(keras.Model):
+    """A Keras model without layers (float32, so KerasPredictor uses it as it is) whose
+    predict_on_batch records the batch shapes it was called with."""
 
     input_shape = (None, 8, 8, 3)
-    name = "counting"
 
     def __init__(self):
+        super().__init__(name="counting")
         self.shapes = []
 
     def predict_on_batch(self, batch):

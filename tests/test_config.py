@@ -35,7 +35,7 @@ def test_presets_compose(compose_cfg):
     best, epochs = compose_cfg("experiment=cpu_best"), compose_cfg("experiment=cpu_best_epochs")
     assert (best.trainer.max_minutes, best.schedule.over) == (60, "time")
     assert (epochs.trainer.epochs, epochs.trainer.max_minutes, epochs.schedule.over) == (
-        80, None, "epochs")
+        100, None, "epochs")
     assert best.augment.name == "shift_mild" and not epochs.trainer.jit_compile
     for key in ("model", "loss", "optimizer", "augment", "data", "split", "eval"):
         assert epochs[key] == best[key], key  # the same recipe, only the budget differs
